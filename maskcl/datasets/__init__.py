@@ -1,0 +1,53 @@
+"""Dataset loaders behind one registry.
+
+``load_dataset(name, root)`` returns one row per image with the columns ``path, relpath, split, pid,
+camid, clothes_id`` plus dataset extras. Split names are shared by every later stage: ``train``,
+``query``, ``gallery`` everywhere; PRCC adds ``val`` and splits its queries into ``query_sc`` /
+``query_cc``; DeepChange adds ``val_query`` / ``val_gallery``. Person ids are kept raw (never
+relabelled); clothes ids are contiguous integers keyed by (split group, pid, outfit), so a query and
+a gallery image of the same person in the same outfit share one clothes id.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Type
+
+import pandas as pd
+
+from ..registry import Registry
+from .base import MANIFEST_COLUMNS, ReIDDataset, SplitStats, split_statistics
+from .ltcc import LTCC
+
+__all__ = ["DATASETS", "register_dataset", "get_dataset", "load_dataset", "list_datasets",
+           "ReIDDataset", "SplitStats", "MANIFEST_COLUMNS", "split_statistics"]
+
+#: Name → loader class. Add a dataset by writing one module with a ``ReIDDataset`` subclass and
+#: registering it here.
+DATASETS = Registry("dataset")
+
+
+def register_dataset(cls: Type[ReIDDataset]) -> Type[ReIDDataset]:
+    DATASETS.register(cls.name, cls)
+    return cls
+
+
+register_dataset(LTCC)
+
+
+def get_dataset(name: str) -> ReIDDataset:
+    """The loader instance for ``name`` (unknown names list the known ones)."""
+    return DATASETS.get(name)()
+
+
+def list_datasets() -> list[str]:
+    return DATASETS.names()
+
+
+def load_dataset(name: str, root: str | os.PathLike) -> pd.DataFrame:
+    """Parse the dataset ``name`` found at (or one or two levels under) ``root``.
+
+    Returns a DataFrame with ``MANIFEST_COLUMNS`` plus the loader's extras, sorted by split and
+    relative path. ``frame.attrs["root"]`` holds the resolved dataset root.
+    """
+    return get_dataset(name).load(root)

@@ -1,0 +1,214 @@
+"""Shared machinery for dataset loaders.
+
+A loader declares its layout up front (root folder names, split folders, file-name pattern, official
+counts) and implements ``parse(root)`` returning one row per image. Everything is parsed from
+basenames (never full paths: a parent folder such as ``reid_cc`` must not leak into a clothes key),
+files are sorted so that the same tree always gives the same table, and every failure is a
+``DatasetError`` that names the path and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import pandas as pd
+
+from ..errors import DatasetError
+
+__all__ = [
+    "IMAGE_EXTENSIONS", "MANIFEST_COLUMNS", "SplitStats", "ReIDDataset", "list_images",
+    "parse_failures", "encode_clothes", "split_statistics", "check_nonempty_splits",
+]
+
+IMAGE_EXTENSIONS: Tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
+
+#: Columns every loader returns, in this order; dataset extras follow.
+MANIFEST_COLUMNS: Tuple[str, ...] = ("path", "relpath", "split", "pid", "camid", "clothes_id")
+
+
+@dataclass(frozen=True)
+class SplitStats:
+    """Official (published) counts of one split; ``None`` where the source gives none."""
+
+    images: Optional[int] = None
+    ids: Optional[int] = None
+    cameras: Optional[int] = None
+    clothes: Optional[int] = None
+
+
+def list_images(folder: Path, recursive: bool = False) -> List[Path]:
+    """Sorted image files of ``folder`` (optionally recursive); hidden files are skipped."""
+    if not folder.is_dir():
+        return []
+    out: List[Path] = []
+    if recursive:
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for fn in filenames:
+                if not fn.startswith(".") and fn.lower().endswith(IMAGE_EXTENSIONS):
+                    out.append(Path(dirpath) / fn)
+    else:
+        out = [p for p in folder.iterdir()
+               if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(out)
+
+
+def parse_failures(dataset: str, folder: Path, bad: Sequence[str], pattern: str) -> DatasetError:
+    """The one-line error for unparseable file names, showing the first few."""
+    shown = ", ".join(bad[:5])
+    more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+    return DatasetError(
+        f"{dataset}: {len(bad)} file name(s) in {folder} do not match the expected pattern "
+        f"{pattern}: {shown}{more}; remove or rename them")
+
+
+def encode_clothes(keys: Iterable[str]) -> List[int]:
+    """Map clothes keys (already qualified by split group and pid) to contiguous integers.
+
+    Sorting the distinct keys first makes the encoding independent of file order.
+    """
+    keys = list(keys)
+    codes = {k: i for i, k in enumerate(sorted(set(keys)))}
+    return [codes[k] for k in keys]
+
+
+def split_statistics(frame: pd.DataFrame, split_order: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Images, identities, cameras and clothes per split (the statistics file of the download stage)."""
+    splits = list(split_order) if split_order else list(dict.fromkeys(frame["split"]))
+    rows = []
+    for s in splits:
+        sub = frame[frame["split"] == s]
+        rows.append({"split": s, "images": int(len(sub)), "ids": int(sub["pid"].nunique()),
+                     "cameras": int(sub["camid"].nunique()), "clothes": int(sub["clothes_id"].nunique())})
+    return pd.DataFrame(rows, columns=["split", "images", "ids", "cameras", "clothes"])
+
+
+def check_nonempty_splits(name: str, root: Path, frame: pd.DataFrame, splits: Sequence[str],
+                          folders: Dict[str, str]) -> None:
+    for s in splits:
+        if not (frame["split"] == s).any():
+            where = root / folders.get(s, s)
+            raise DatasetError(f"{name}: split {s!r} is empty (no images found in {where}); "
+                               f"check that the archive was extracted completely")
+
+
+class ReIDDataset:
+    """Base class of all loaders. Subclasses set the class attributes and implement ``parse``."""
+
+    #: Registry key, as written in ``config.yaml``.
+    name: ClassVar[str] = ""
+    #: Folder names the dataset root may have (the first is canonical); used by ``find_root``.
+    dirnames: ClassVar[Tuple[str, ...]] = ()
+    #: Split name → folder relative to the root, for layout checks and error messages.
+    split_dirs: ClassVar[Dict[str, str]] = {}
+    #: Splits every complete copy has, in manifest order.
+    splits: ClassVar[Tuple[str, ...]] = ("train", "query", "gallery")
+    #: Published counts per split; compared against by ``official_differences``.
+    official: ClassVar[Dict[str, SplitStats]] = {}
+    #: Where to get the data (shown when the source is missing).
+    homepage: ClassVar[str] = ""
+    access: ClassVar[str] = ""
+    #: Extra columns this loader adds after ``MANIFEST_COLUMNS``.
+    extra_columns: ClassVar[Tuple[str, ...]] = ()
+
+    # ------------------------------------------------------------------ layout
+    def required_paths(self) -> List[str]:
+        """Paths (relative to the root) whose presence identifies this dataset."""
+        return sorted(set(self.split_dirs.values()))
+
+    def is_root(self, path: Path) -> bool:
+        return all((path / rel).exists() for rel in self.required_paths())
+
+    def find_root(self, root: os.PathLike | str) -> Path:
+        """Return the dataset root under ``root``: itself, ``root/<dirname>``, or one level deeper.
+
+        Archives often extract one level deeper than expected (VC-Clothes/VC-Clothes); both are
+        accepted. A missing or unrecognisable root raises a ``DatasetError`` listing what was
+        expected and what was found.
+        """
+        root = Path(root)
+        if not root.exists():
+            raise DatasetError(f"{self.name}: dataset root {root} does not exist; set data.{self.name}.source "
+                               f"in config.yaml to the dataset archive, URL or extracted folder")
+        if not root.is_dir():
+            raise DatasetError(f"{self.name}: dataset root {root} is not a directory")
+        candidates = [root] + [root / d for d in self.dirnames]
+        candidates += [root / d / d2 for d in self.dirnames for d2 in self.dirnames]
+        try:
+            children = sorted(p for p in root.iterdir() if p.is_dir())
+        except OSError as e:  # pragma: no cover - permission problems
+            raise DatasetError(f"{self.name}: cannot list {root}: {e}") from e
+        candidates += children + [c / d for c in children for d in self.dirnames]
+        for c in candidates:
+            if c.is_dir() and self.is_root(c):
+                return c
+        found = ", ".join(p.name + "/" for p in children[:12]) or "(nothing)"
+        files = sorted(p.name for p in root.iterdir() if p.is_file())[:5]
+        if files:
+            found += "; files: " + ", ".join(files)
+        expected = ", ".join(self.required_paths())
+        raise DatasetError(f"{self.name}: {root} does not look like {self.name}: expected folders "
+                           f"{expected} (under {root} or {root}/{'|'.join(self.dirnames) or '<name>'}), "
+                           f"found {found}")
+
+    # ------------------------------------------------------------------ parsing
+    def parse(self, root: Path) -> pd.DataFrame:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def load(self, root: os.PathLike | str) -> pd.DataFrame:
+        """Find the root, parse it, and return the manifest table (absolute ``path`` column)."""
+        droot = self.find_root(root).resolve()
+        frame = self.parse(droot)
+        check_nonempty_splits(self.name, droot, frame, self.splits, self.split_dirs)
+        frame = frame.copy()
+        frame["path"] = [str(droot / r) for r in frame["relpath"]]
+        order = {s: i for i, s in enumerate(self.splits)}
+        frame["_order"] = frame["split"].map(order).fillna(len(order))
+        frame = frame.sort_values(["_order", "relpath"], kind="stable").drop(columns="_order")
+        cols = list(MANIFEST_COLUMNS) + [c for c in self.extra_columns if c in frame.columns]
+        frame = frame[cols].reset_index(drop=True)
+        for c in ("pid", "camid", "clothes_id"):
+            frame[c] = frame[c].astype("int64")
+        frame.attrs["root"] = str(droot)
+        frame.attrs["dataset"] = self.name
+        return frame
+
+    # ------------------------------------------------------------------ statistics
+    def official_differences(self, stats: pd.DataFrame) -> List[str]:
+        """Human-readable differences between measured and official counts (empty when equal)."""
+        out = []
+        measured = stats.set_index("split")
+        for split, off in self.official.items():
+            if split not in measured.index:
+                out.append(f"split {split!r} missing (official: {off.images} images)")
+                continue
+            for key in ("images", "ids", "cameras", "clothes"):
+                want = getattr(off, key)
+                if want is None:
+                    continue
+                got = int(measured.loc[split, key])
+                if got != want:
+                    out.append(f"{split}.{key} = {got}, official {want}")
+        return out
+
+
+@dataclass
+class _Rows:
+    """Column-wise accumulator used by the loaders (cheaper than a list of dicts)."""
+
+    columns: Dict[str, list] = field(default_factory=dict)
+
+    def add(self, **values: object) -> None:
+        for k, v in values.items():
+            self.columns.setdefault(k, []).append(v)
+
+    def frame(self, columns: Sequence[str]) -> pd.DataFrame:
+        return pd.DataFrame({c: self.columns.get(c, []) for c in columns})
+
+
+def compile_basename(pattern: str) -> "re.Pattern[str]":
+    return re.compile(pattern, re.IGNORECASE)

@@ -1,0 +1,97 @@
+"""LTCC (Qian et al., ACCV 2020, "Long-Term Cloth-Changing Person Re-identification").
+
+Layout: ``LTCC_ReID/{train,query,test}/*.png`` (the gallery folder is named ``test``) plus optional
+``info/cloth-{change,unchange}_id_{train,test}.txt`` (one integer pid per line).
+File names: ``<pid>_<outfit>_c<cam>_<frame>.png`` with cameras 1..12, not zero-padded.
+Official counts: 152 ids, 17,119 images; train 77 ids / 9,576; query 493; gallery (test) 75 ids / 7,050.
+Homepage: https://naiq.github.io/LTCC_Perosn_ReID.html (access by request to the authors).
+
+Clothes are keyed by (split group, pid, outfit): outfit numbers restart for every person.
+``cloth_changing`` marks identities listed in ``info/cloth-change_id_*.txt``; without ``info/`` it
+is derived (the identity shows more than one outfit within its split group) and
+``frame.attrs["cloth_changing_source"]`` says which.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Dict, Optional, Set, Tuple
+
+import pandas as pd
+
+from ..errors import DatasetError
+from .base import ReIDDataset, SplitStats, _Rows, compile_basename, encode_clothes, list_images, parse_failures
+
+__all__ = ["LTCC"]
+
+
+class LTCC(ReIDDataset):
+    name: ClassVar[str] = "ltcc"
+    dirnames: ClassVar[Tuple[str, ...]] = ("LTCC_ReID", "LTCC", "ltcc")
+    split_dirs: ClassVar[Dict[str, str]] = {"train": "train", "query": "query", "gallery": "test"}
+    official: ClassVar[Dict[str, SplitStats]] = {
+        "train": SplitStats(images=9576, ids=77),
+        "query": SplitStats(images=493, ids=75),
+        "gallery": SplitStats(images=7050, ids=75),
+    }
+    homepage: ClassVar[str] = "https://naiq.github.io/LTCC_Perosn_ReID.html"
+    access: ClassVar[str] = ("LTCC is distributed by its authors on request: see "
+                             "https://naiq.github.io/LTCC_Perosn_ReID.html")
+    extra_columns: ClassVar[Tuple[str, ...]] = ("outfit", "cloth_changing")
+    pattern: ClassVar[str] = r"^(\d+)_(\d+)_c(\d+)(?:_[^.]*)?\.(?:png|jpg|jpeg)$"
+    num_cameras: ClassVar[int] = 12
+
+    def _info_ids(self, root: Path, which: str) -> Optional[Set[int]]:
+        f = root / "info" / f"cloth-change_id_{which}.txt"
+        if not f.is_file():
+            return None
+        ids: Set[int] = set()
+        for lineno, line in enumerate(f.read_text().splitlines(), 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                ids.add(int(line))
+            except ValueError:
+                raise DatasetError(f"{self.name}: {f}:{lineno}: expected one integer person id per line, "
+                                   f"got {line!r}") from None
+        return ids
+
+    def parse(self, root: Path) -> pd.DataFrame:
+        regex = compile_basename(self.pattern)
+        rows = _Rows()
+        for split, folder in self.split_dirs.items():
+            bad = []
+            group = "train" if split == "train" else "test"
+            for p in list_images(root / folder):
+                m = regex.match(p.name)
+                if not m:
+                    bad.append(p.name)
+                    continue
+                pid, outfit, cam = int(m.group(1)), int(m.group(2)), int(m.group(3))
+                if not 1 <= cam <= self.num_cameras:
+                    raise DatasetError(f"{self.name}: {root / folder / p.name}: camera c{cam} outside "
+                                       f"1..{self.num_cameras}")
+                rows.add(relpath=f"{folder}/{p.name}", split=split, pid=pid, camid=cam - 1,
+                         outfit=outfit, clothes_key=f"{group}|{pid}|{outfit}")
+            if bad:
+                raise parse_failures(self.name, root / folder, bad, "<pid>_<outfit>_c<cam>_<frame>.png")
+        frame = rows.frame(["relpath", "split", "pid", "camid", "outfit", "clothes_key"])
+        frame["clothes_id"] = encode_clothes(frame["clothes_key"])
+        frame["cloth_changing"] = self._cloth_changing(root, frame)
+        return frame.drop(columns="clothes_key")
+
+    def _cloth_changing(self, root: Path, frame: pd.DataFrame) -> pd.Series:
+        listed_train, listed_test = self._info_ids(root, "train"), self._info_ids(root, "test")
+        is_train = frame["split"] == "train"
+        out = pd.Series(False, index=frame.index)
+        for mask, listed in ((is_train, listed_train), (~is_train, listed_test)):
+            sub = frame[mask]
+            if listed is not None:
+                out[mask] = sub["pid"].isin(listed)
+            else:
+                n_outfits = sub.groupby("pid")["outfit"].nunique()
+                out[mask] = sub["pid"].map(n_outfits > 1)
+        frame.attrs["cloth_changing_source"] = (
+            "info" if listed_train is not None and listed_test is not None else "derived")
+        return out.astype(bool)

@@ -1,0 +1,39 @@
+"""User-facing errors.
+
+A ``MaskCLError`` is a mistake in the user's input (a path, a config key, a file), not a bug. Its
+message is one line that names the file or key and says how to fix it; the workflow adapters print
+that line and exit non-zero instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MaskCLError", "ConfigError", "DatasetError", "DownloadError", "ChecksumError",
+           "UnsafeArchiveError", "CheckpointError"]
+
+
+class MaskCLError(Exception):
+    """Bad user input: one clear line naming the file or key and the fix."""
+
+
+class ConfigError(MaskCLError):
+    """A configuration value is missing or rejected."""
+
+
+class DatasetError(MaskCLError):
+    """A dataset root, layout or file name is wrong."""
+
+
+class DownloadError(MaskCLError):
+    """A dataset source could not be fetched."""
+
+
+class ChecksumError(DownloadError):
+    """A downloaded or local archive does not match its expected sha256."""
+
+
+class UnsafeArchiveError(DownloadError):
+    """An archive entry would be written outside the extraction target."""
+
+
+class CheckpointError(MaskCLError):
+    """A checkpoint file is missing, unsafe, or of another architecture."""

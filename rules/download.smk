@@ -1,0 +1,23 @@
+# Stage 1: fetch / verify / extract (or generate) a dataset and write its manifest and statistics.
+
+
+rule download:
+    output:
+        manifest="results/{dataset}/manifest.csv",
+        stats="results/{dataset}/stats.csv",
+        info="results/{dataset}/dataset.json",
+    log:
+        "logs/download/{dataset}.log",
+    benchmark:
+        "benchmarks/download/{dataset}.tsv"
+    conda:
+        "../envs/download.yaml"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        dataset=dataset_params,
+    script:
+        "../workflow_scripts/download.py"
