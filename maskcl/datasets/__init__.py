@@ -17,7 +17,12 @@ import pandas as pd
 
 from ..registry import Registry
 from .base import MANIFEST_COLUMNS, ReIDDataset, SplitStats, split_statistics
+from .celeb import CelebReID, CelebReIDLight
+from .deepchange import DeepChange
 from .ltcc import LTCC
+from .prcc import PRCC
+from .synthcc import SynthCC
+from .vcclothes import VCClothes
 
 __all__ = ["DATASETS", "register_dataset", "get_dataset", "load_dataset", "list_datasets",
            "ReIDDataset", "SplitStats", "MANIFEST_COLUMNS", "split_statistics"]
@@ -32,7 +37,13 @@ def register_dataset(cls: Type[ReIDDataset]) -> Type[ReIDDataset]:
     return cls
 
 
+register_dataset(PRCC)
 register_dataset(LTCC)
+register_dataset(VCClothes)
+register_dataset(DeepChange)
+register_dataset(CelebReID)
+register_dataset(CelebReIDLight)
+register_dataset(SynthCC)
 
 
 def get_dataset(name: str) -> ReIDDataset:
@@ -41,6 +52,7 @@ def get_dataset(name: str) -> ReIDDataset:
 
 
 def list_datasets() -> list[str]:
+    """Registered dataset names, sorted."""
     return DATASETS.names()
 
 

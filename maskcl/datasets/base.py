@@ -9,6 +9,7 @@ files are sorted so that the same tree always gives the same table, and every fa
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -21,8 +22,11 @@ from ..errors import DatasetError
 
 __all__ = [
     "IMAGE_EXTENSIONS", "MANIFEST_COLUMNS", "SplitStats", "ReIDDataset", "list_images",
-    "parse_failures", "encode_clothes", "split_statistics", "check_nonempty_splits",
+    "parse_failures", "encode_clothes", "split_statistics", "check_nonempty_splits", "check_range",
+    "person_folders",
 ]
+
+logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: Tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -57,6 +61,32 @@ def list_images(folder: Path, recursive: bool = False) -> List[Path]:
     return sorted(out)
 
 
+def person_folders(dataset: str, folder: Path, hint: str) -> List[Tuple[int, Path]]:
+    """``(pid, path)`` of the numeric person folders of ``folder``, sorted by name.
+
+    Loose images next to the person folders, or non-numeric folder names, mean the tree was
+    reorganised (for example flattened); both are refused with the names of the offenders.
+    """
+    if not folder.is_dir():
+        return []
+    loose = list_images(folder)
+    if loose:
+        shown = ", ".join(p.name for p in loose[:5])
+        raise DatasetError(f"{dataset}: {folder} holds image files directly ({shown}); expected one folder "
+                           f"per person ({hint}); restore the original layout")
+    out: List[Tuple[int, Path]] = []
+    bad: List[str] = []
+    for d in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if d.name.isdigit():
+            out.append((int(d.name), d))
+        else:
+            bad.append(d.name)
+    if bad:
+        raise DatasetError(f"{dataset}: {len(bad)} folder name(s) in {folder} are not person ids (digits): "
+                           f"{', '.join(bad[:5])}; expected {hint}")
+    return out
+
+
 def parse_failures(dataset: str, folder: Path, bad: Sequence[str], pattern: str) -> DatasetError:
     """The one-line error for unparseable file names, showing the first few."""
     shown = ", ".join(bad[:5])
@@ -64,6 +94,14 @@ def parse_failures(dataset: str, folder: Path, bad: Sequence[str], pattern: str)
     return DatasetError(
         f"{dataset}: {len(bad)} file name(s) in {folder} do not match the expected pattern "
         f"{pattern}: {shown}{more}; remove or rename them")
+
+
+def check_range(dataset: str, path: Path, what: str, value: int, low: int, high: Optional[int]) -> None:
+    """Raise a ``DatasetError`` naming ``path`` when ``value`` lies outside ``low..high``."""
+    if value < low or (high is not None and value > high):
+        bound = f"{low}..{high}" if high is not None else f">= {low}"
+        raise DatasetError(f"{dataset}: {path}: {what} {value} outside {bound}; this file does not belong "
+                           f"to {dataset} or was renamed")
 
 
 def encode_clothes(keys: Iterable[str]) -> List[int]:
@@ -77,8 +115,13 @@ def encode_clothes(keys: Iterable[str]) -> List[int]:
 
 
 def split_statistics(frame: pd.DataFrame, split_order: Optional[Sequence[str]] = None) -> pd.DataFrame:
-    """Images, identities, cameras and clothes per split (the statistics file of the download stage)."""
-    splits = list(split_order) if split_order else list(dict.fromkeys(frame["split"]))
+    """Images, identities, cameras and clothes per split (the statistics file of the download stage).
+
+    Splits named in ``split_order`` come first, in that order; any other split follows in order of
+    appearance, so no row of ``frame`` is left out of the statistics.
+    """
+    present = list(dict.fromkeys(frame["split"]))
+    splits = list(split_order or []) + [s for s in present if s not in (split_order or [])]
     rows = []
     for s in splits:
         sub = frame[frame["split"] == s]
@@ -96,13 +139,21 @@ def check_nonempty_splits(name: str, root: Path, frame: pd.DataFrame, splits: Se
                                f"check that the archive was extracted completely")
 
 
+def _lower_names(names: Iterable[str]) -> List[str]:
+    return [n.lower() for n in names]
+
+
 class ReIDDataset:
     """Base class of all loaders. Subclasses set the class attributes and implement ``parse``."""
 
     #: Registry key, as written in ``config.yaml``.
     name: ClassVar[str] = ""
-    #: Folder names the dataset root may have (the first is canonical); used by ``find_root``.
+    #: Folder names the dataset root may have (the first is canonical; matched case-insensitively);
+    #: used by ``find_root``.
     dirnames: ClassVar[Tuple[str, ...]] = ()
+    #: Folder names that identify *another* dataset with the same layout (Celeb-reID vs
+    #: Celeb-reID-light); ``find_root`` never accepts them.
+    foreign_dirnames: ClassVar[Tuple[str, ...]] = ()
     #: Split name → folder relative to the root, for layout checks and error messages.
     split_dirs: ClassVar[Dict[str, str]] = {}
     #: Splits every complete copy has, in manifest order.
@@ -112,6 +163,8 @@ class ReIDDataset:
     #: Where to get the data (shown when the source is missing).
     homepage: ClassVar[str] = ""
     access: ClassVar[str] = ""
+    #: True when the data is only handed out after a signed request (licence-gated).
+    licence_gated: ClassVar[bool] = False
     #: Extra columns this loader adds after ``MANIFEST_COLUMNS``.
     extra_columns: ClassVar[Tuple[str, ...]] = ()
 
@@ -121,56 +174,99 @@ class ReIDDataset:
         return sorted(set(self.split_dirs.values()))
 
     def is_root(self, path: Path) -> bool:
+        if path.name.lower() in _lower_names(self.foreign_dirnames):
+            return False
         return all((path / rel).exists() for rel in self.required_paths())
+
+    def _named_children(self, folder: Path) -> List[Path]:
+        """Children of ``folder`` whose name is one of ``dirnames`` (case-insensitive, in that order)."""
+        try:
+            children = {p.name.lower(): p for p in folder.iterdir() if p.is_dir()}
+        except OSError:
+            return []
+        return [children[n] for n in dict.fromkeys(_lower_names(self.dirnames)) if n in children]
 
     def find_root(self, root: os.PathLike | str) -> Path:
         """Return the dataset root under ``root``: itself, ``root/<dirname>``, or one level deeper.
 
-        Archives often extract one level deeper than expected (VC-Clothes/VC-Clothes); both are
-        accepted. A missing or unrecognisable root raises a ``DatasetError`` listing what was
-        expected and what was found.
+        Archives often extract one level deeper than expected (VC-Clothes/VC-Clothes, or a folder
+        named after the archive); both are accepted. A missing or unrecognisable root raises a
+        ``DatasetError`` listing what was expected and what was found; a folder that holds several
+        candidate roots is refused instead of guessed.
         """
         root = Path(root)
         if not root.exists():
-            raise DatasetError(f"{self.name}: dataset root {root} does not exist; set data.{self.name}.source "
-                               f"in config.yaml to the dataset archive, URL or extracted folder")
+            raise DatasetError(f"{self.name}: dataset root {root} does not exist; set "
+                               f"data.sources.{self.name}.source in config.yaml to the dataset archive, "
+                               f"URL or extracted folder")
         if not root.is_dir():
             raise DatasetError(f"{self.name}: dataset root {root} is not a directory")
-        candidates = [root] + [root / d for d in self.dirnames]
-        candidates += [root / d / d2 for d in self.dirnames for d2 in self.dirnames]
+        if self.is_root(root):
+            return root
+        for named in self._named_children(root):
+            for c in [named] + self._named_children(named):
+                if self.is_root(c):
+                    return c
         try:
-            children = sorted(p for p in root.iterdir() if p.is_dir())
+            children = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            files = sorted(p.name for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
         except OSError as e:  # pragma: no cover - permission problems
             raise DatasetError(f"{self.name}: cannot list {root}: {e}") from e
-        candidates += children + [c / d for c in children for d in self.dirnames]
-        for c in candidates:
-            if c.is_dir() and self.is_root(c):
-                return c
-        found = ", ".join(p.name + "/" for p in children[:12]) or "(nothing)"
-        files = sorted(p.name for p in root.iterdir() if p.is_file())[:5]
+        matches = [c for c in children if self.is_root(c)]
+        matches += [g for c in children for g in self._named_children(c) if self.is_root(g)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise DatasetError(f"{self.name}: {root} holds several {self.name} roots "
+                               f"({', '.join(str(m) for m in matches)}); point the source at one of them")
+        found = ", ".join(p.name + "/" for p in children[:12]) or "no folders"
         if files:
-            found += "; files: " + ", ".join(files)
+            found += "; files: " + ", ".join(files[:5])
+        foreign = [c.name for c in [root] + children if c.name.lower() in _lower_names(self.foreign_dirnames)]
+        hint = (f"; {', '.join(foreign)} belongs to another dataset, not {self.name}" if foreign else "")
         expected = ", ".join(self.required_paths())
-        raise DatasetError(f"{self.name}: {root} does not look like {self.name}: expected folders "
+        raise DatasetError(f"{self.name}: {root} does not look like {self.name}: expected "
                            f"{expected} (under {root} or {root}/{'|'.join(self.dirnames) or '<name>'}), "
-                           f"found {found}")
+                           f"found {found}{hint}")
 
     # ------------------------------------------------------------------ parsing
     def parse(self, root: Path) -> pd.DataFrame:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def load(self, root: os.PathLike | str) -> pd.DataFrame:
-        """Find the root, parse it, and return the manifest table (absolute ``path`` column)."""
+        """Find the root, parse it, and return the manifest table (absolute ``path`` column).
+
+        Parameters
+        ----------
+        root : path
+            The dataset root, or a folder holding it (see ``find_root``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per image: ``MANIFEST_COLUMNS`` then ``extra_columns``, sorted by split (in
+            ``splits`` order) and relative path. ``attrs["root"]`` is the resolved dataset root.
+
+        Raises
+        ------
+        DatasetError
+            Missing root, wrong layout, empty split, unparseable file name or a broken invariant.
+        """
         droot = self.find_root(root).resolve()
         frame = self.parse(droot)
         check_nonempty_splits(self.name, droot, frame, self.splits, self.split_dirs)
+        missing = [c for c in list(MANIFEST_COLUMNS[1:]) + list(self.extra_columns) if c not in frame.columns]
+        if missing:  # a loader bug, not a user mistake
+            raise RuntimeError(f"{self.name}: parse() did not produce the column(s) {missing}")
+        dup = frame["relpath"][frame["relpath"].duplicated()]
+        if len(dup):  # pragma: no cover - relpaths come from distinct files
+            raise RuntimeError(f"{self.name}: duplicate relpath {dup.iloc[0]}")
         frame = frame.copy()
         frame["path"] = [str(droot / r) for r in frame["relpath"]]
         order = {s: i for i, s in enumerate(self.splits)}
         frame["_order"] = frame["split"].map(order).fillna(len(order))
         frame = frame.sort_values(["_order", "relpath"], kind="stable").drop(columns="_order")
-        cols = list(MANIFEST_COLUMNS) + [c for c in self.extra_columns if c in frame.columns]
-        frame = frame[cols].reset_index(drop=True)
+        frame = frame[list(MANIFEST_COLUMNS) + list(self.extra_columns)].reset_index(drop=True)
         for c in ("pid", "camid", "clothes_id"):
             frame[c] = frame[c].astype("int64")
         frame.attrs["root"] = str(droot)
@@ -194,6 +290,11 @@ class ReIDDataset:
                 if got != want:
                     out.append(f"{split}.{key} = {got}, official {want}")
         return out
+
+    def source_hint(self) -> str:
+        """Where and how to obtain the data, for the missing-source error."""
+        gate = "this dataset is licence-gated: " if self.licence_gated else ""
+        return f"{gate}{self.access or self.homepage}"
 
 
 @dataclass

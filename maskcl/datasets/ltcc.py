@@ -3,13 +3,15 @@
 Layout: ``LTCC_ReID/{train,query,test}/*.png`` (the gallery folder is named ``test``) plus optional
 ``info/cloth-{change,unchange}_id_{train,test}.txt`` (one integer pid per line).
 File names: ``<pid>_<outfit>_c<cam>_<frame>.png`` with cameras 1..12, not zero-padded.
-Official counts: 152 ids, 17,119 images; train 77 ids / 9,576; query 493; gallery (test) 75 ids / 7,050.
+Official counts: 152 ids, 12 cameras, 17,119 images; train 77 ids / 9,576; query 75 ids / 493;
+gallery (``test``) 75 ids / 7,050.
 Homepage: https://naiq.github.io/LTCC_Perosn_ReID.html (access by request to the authors).
 
-Clothes are keyed by (split group, pid, outfit): outfit numbers restart for every person.
-``cloth_changing`` marks identities listed in ``info/cloth-change_id_*.txt``; without ``info/`` it
-is derived (the identity shows more than one outfit within its split group) and
-``frame.attrs["cloth_changing_source"]`` says which.
+camid = cam − 1. Clothes are keyed by (split group, pid, outfit) with split groups ``train`` and
+``test`` (query + gallery): outfit numbers restart for every person, so outfit 1 of two people are
+two clothes. ``cloth_changing`` marks identities listed in ``info/cloth-change_id_*.txt``; without
+that file it is derived (the identity shows more than one outfit within its split group) and
+``frame.attrs["cloth_changing_source"]`` says which, per split group.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import ClassVar, Dict, Optional, Set, Tuple
 import pandas as pd
 
 from ..errors import DatasetError
-from .base import ReIDDataset, SplitStats, _Rows, compile_basename, encode_clothes, list_images, parse_failures
+from .base import (ReIDDataset, SplitStats, _Rows, check_range, compile_basename, encode_clothes, list_images,
+                   parse_failures)
 
 __all__ = ["LTCC"]
 
@@ -35,14 +38,15 @@ class LTCC(ReIDDataset):
         "gallery": SplitStats(images=7050, ids=75),
     }
     homepage: ClassVar[str] = "https://naiq.github.io/LTCC_Perosn_ReID.html"
-    access: ClassVar[str] = ("LTCC is distributed by its authors on request: see "
-                             "https://naiq.github.io/LTCC_Perosn_ReID.html")
+    access: ClassVar[str] = ("LTCC is distributed by its authors on request (reportedly against a signed release "
+                             "agreement sent by email): see https://naiq.github.io/LTCC_Perosn_ReID.html")
+    licence_gated: ClassVar[bool] = True
     extra_columns: ClassVar[Tuple[str, ...]] = ("outfit", "cloth_changing")
     pattern: ClassVar[str] = r"^(\d+)_(\d+)_c(\d+)(?:_[^.]*)?\.(?:png|jpg|jpeg)$"
     num_cameras: ClassVar[int] = 12
 
-    def _info_ids(self, root: Path, which: str) -> Optional[Set[int]]:
-        f = root / "info" / f"cloth-change_id_{which}.txt"
+    def _info_ids(self, root: Path, kind: str, which: str) -> Optional[Set[int]]:
+        f = root / "info" / f"cloth-{kind}_id_{which}.txt"
         if not f.is_file():
             return None
         ids: Set[int] = set()
@@ -69,29 +73,37 @@ class LTCC(ReIDDataset):
                     bad.append(p.name)
                     continue
                 pid, outfit, cam = int(m.group(1)), int(m.group(2)), int(m.group(3))
-                if not 1 <= cam <= self.num_cameras:
-                    raise DatasetError(f"{self.name}: {root / folder / p.name}: camera c{cam} outside "
-                                       f"1..{self.num_cameras}")
+                check_range(self.name, p, "camera", cam, 1, self.num_cameras)
                 rows.add(relpath=f"{folder}/{p.name}", split=split, pid=pid, camid=cam - 1,
                          outfit=outfit, clothes_key=f"{group}|{pid}|{outfit}")
             if bad:
                 raise parse_failures(self.name, root / folder, bad, "<pid>_<outfit>_c<cam>_<frame>.png")
         frame = rows.frame(["relpath", "split", "pid", "camid", "outfit", "clothes_key"])
         frame["clothes_id"] = encode_clothes(frame["clothes_key"])
-        frame["cloth_changing"] = self._cloth_changing(root, frame)
-        return frame.drop(columns="clothes_key")
+        flags, source = self._cloth_changing(root, frame)
+        frame["cloth_changing"] = flags
+        frame = frame.drop(columns="clothes_key")
+        frame.attrs["cloth_changing_source"] = source
+        return frame
 
-    def _cloth_changing(self, root: Path, frame: pd.DataFrame) -> pd.Series:
-        listed_train, listed_test = self._info_ids(root, "train"), self._info_ids(root, "test")
+    def _cloth_changing(self, root: Path, frame: pd.DataFrame) -> Tuple[pd.Series, str]:
         is_train = frame["split"] == "train"
         out = pd.Series(False, index=frame.index)
-        for mask, listed in ((is_train, listed_train), (~is_train, listed_test)):
+        sources = []
+        for which, mask in (("train", is_train), ("test", ~is_train)):
+            listed = self._info_ids(root, "change", which)
+            unchanged = self._info_ids(root, "unchange", which)
+            if listed is not None and unchanged is not None and listed & unchanged:
+                both = sorted(listed & unchanged)[:5]
+                raise DatasetError(f"{self.name}: {root / 'info'}: person id(s) {both} are listed in both "
+                                   f"cloth-change_id_{which}.txt and cloth-unchange_id_{which}.txt; fix the "
+                                   f"info files")
             sub = frame[mask]
             if listed is not None:
                 out[mask] = sub["pid"].isin(listed)
+                sources.append(f"{which}=info")
             else:
                 n_outfits = sub.groupby("pid")["outfit"].nunique()
                 out[mask] = sub["pid"].map(n_outfits > 1)
-        frame.attrs["cloth_changing_source"] = (
-            "info" if listed_train is not None and listed_test is not None else "derived")
-        return out.astype(bool)
+                sources.append(f"{which}=derived")
+        return out.astype(bool), ",".join(sources)
