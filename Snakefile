@@ -10,6 +10,7 @@ configfile: "config.yaml"
 
 include: "rules/common.smk"
 include: "rules/download.smk"
+include: "rules/parse.smk"
 
 
 rule all:

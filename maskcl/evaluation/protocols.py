@@ -1,0 +1,432 @@
+"""Per-dataset evaluation protocols: which query and gallery images, which rule, which "camera".
+
+Every protocol has a stable name used in ``metrics.json`` and the tables; docs/protocols.md gives
+each exact definition and where it comes from (datasets-and-protocols.md §2.3–2.7 and
+maskcl-method.md §4). ``run_protocols`` evaluates all protocols of a dataset from one feature
+matrix aligned with the manifest, computing each distinct query × gallery distance only once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from .distance import distance_chunks
+from .metrics import EvaluationError, RankingResult, evaluate_chunks, match_flags
+from .rerank import rerank_chunks
+
+__all__ = ["Protocol", "ProtocolResult", "PROTOCOLS", "HEADLINE", "list_protocols", "get_protocol",
+           "headline_protocol", "required_splits", "required_rows", "single_shot_galleries", "run_protocols"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One query set against one gallery under one rule.
+
+    ``camera_column`` is the manifest column used as the camera in the rule (``tracklet`` on
+    DeepChange); ``None`` means queries and gallery never share a camera (Celeb: nothing is
+    excluded). ``cameras`` keeps only these 0-based camids on both sides. ``cloth_changing_only``
+    keeps only identities flagged ``cloth_changing`` on both sides. ``single_shot`` evaluates
+    against repeated random galleries of one image per identity.
+    """
+
+    name: str
+    query_split: str
+    gallery_split: str
+    rule: str
+    description: str
+    camera_column: Optional[str] = "camid"
+    cameras: Optional[Tuple[int, ...]] = None
+    cloth_changing_only: bool = False
+    single_shot: bool = False
+
+    def describe(self) -> Dict[str, Any]:
+        return {"name": self.name, "description": self.description, "query_split": self.query_split,
+                "gallery_split": self.gallery_split, "rule": self.rule, "camera_column": self.camera_column,
+                "cameras": list(self.cameras) if self.cameras is not None else None,
+                "cloth_changing_only": self.cloth_changing_only, "single_shot": self.single_shot}
+
+
+def _ltcc_like(label: str) -> Tuple[Protocol, ...]:
+    return (
+        Protocol("general", "query", "gallery", "standard",
+                 f"{label} general (standard): all queries vs all gallery images; junk = same id & same camera"),
+        Protocol("cc", "query", "gallery", "cc",
+                 f"{label} cloth-changing (CAL): all queries vs all gallery images; junk = same id & (same camera "
+                 "or same clothes); cloth-consistent ids stay as distractors and their queries are skipped"),
+        Protocol("cc_maskcl", "query", "gallery", "cc",
+                 f"{label} cloth-changing as in the official MaskCL code: query and gallery restricted to "
+                 "cloth-changing identities (info/cloth-change_id_test.txt), then the cc rule",
+                 cloth_changing_only=True),
+    )
+
+
+_PRCC = (
+    Protocol("sc_multishot", "query_sc", "gallery", "standard",
+             "PRCC same clothes, multi-shot (CAL): camera B queries vs the full camera A gallery"),
+    Protocol("cc_multishot", "query_cc", "gallery", "standard",
+             "PRCC cross clothes, multi-shot (CAL): camera C queries vs the full camera A gallery"),
+    Protocol("sc_singleshot", "query_sc", "gallery", "standard",
+             "PRCC same clothes, single-shot: camera B queries vs one random camera A image per id; "
+             "CMC and AP on each drawn gallery, mean ± std over the draws", single_shot=True),
+    Protocol("cc_singleshot", "query_cc", "gallery", "standard",
+             "PRCC cross clothes, single-shot (original PRCC protocol, official MaskCL): camera C queries vs "
+             "one random camera A image per id; CMC and AP on each drawn gallery, mean ± std over the draws",
+             single_shot=True),
+)
+
+_VC = (
+    Protocol("general", "query", "gallery", "standard", "VC-Clothes all cameras, general (standard rule)"),
+    Protocol("sc", "query", "gallery", "sc", "VC-Clothes all cameras, same-clothes rule"),
+    Protocol("cc", "query", "gallery", "cc",
+             "VC-Clothes all cameras, cloth-changing rule (the official MaskCL protocol)"),
+    Protocol("cams23", "query", "gallery", "standard",
+             "VC-Clothes cameras 2 & 3 (camid 1 & 2), same clothes (CAL vcclothes_sc): both sides restricted, "
+             "standard rule", cameras=(1, 2)),
+    Protocol("cams34", "query", "gallery", "standard",
+             "VC-Clothes cameras 3 & 4 (camid 2 & 3), clothes change (CAL vcclothes_cc): both sides restricted, "
+             "standard rule", cameras=(2, 3)),
+)
+
+
+def _celeb(label: str) -> Tuple[Protocol, ...]:
+    return (Protocol("general", "query", "gallery", "standard",
+                     f"{label}: all queries vs all gallery images; nothing excluded (no cameras)",
+                     camera_column=None),)
+
+
+_DEEPCHANGE = (
+    Protocol("val", "val_query", "val_gallery", "standard",
+             "DeepChange validation: standard rule with the tracklet id as the camera (CAL)",
+             camera_column="tracklet"),
+    Protocol("test", "query", "gallery", "standard",
+             "DeepChange test: standard rule with the tracklet id as the camera (CAL); same-camera matches "
+             "from other tracklets count", camera_column="tracklet"),
+)
+
+#: Dataset name → its protocols, in report order.
+PROTOCOLS: Dict[str, Tuple[Protocol, ...]] = {
+    "ltcc": _ltcc_like("LTCC"),
+    "synthcc": _ltcc_like("SynthCC"),
+    "prcc": _PRCC,
+    "vcclothes": _VC,
+    "celebreid": _celeb("Celeb-reID"),
+    "celebreid_light": _celeb("Celeb-reID-light"),
+    "deepchange": _DEEPCHANGE,
+}
+
+#: Dataset name → the protocol quoted as its headline number (and saved in ranks.npz first).
+HEADLINE: Dict[str, str] = {"ltcc": "cc", "synthcc": "cc", "prcc": "cc_multishot", "vcclothes": "cc",
+                            "celebreid": "general", "celebreid_light": "general", "deepchange": "test"}
+
+
+def list_protocols(dataset: str) -> Tuple[Protocol, ...]:
+    """The protocols of ``dataset`` (raises ``EvaluationError`` listing known datasets)."""
+    try:
+        return PROTOCOLS[dataset]
+    except KeyError:
+        raise EvaluationError(f"no evaluation protocols for dataset {dataset!r}; known: "
+                              f"{', '.join(sorted(PROTOCOLS))}") from None
+
+
+def get_protocol(dataset: str, name: str) -> Protocol:
+    for p in list_protocols(dataset):
+        if p.name == name:
+            return p
+    known = ", ".join(p.name for p in list_protocols(dataset))
+    raise EvaluationError(f"dataset {dataset!r} has no protocol {name!r}; known: {known}")
+
+
+def headline_protocol(dataset: str) -> str:
+    list_protocols(dataset)
+    return HEADLINE[dataset]
+
+
+def required_splits(dataset: str) -> Tuple[str, ...]:
+    """Manifest splits whose features ``run_protocols`` needs, in first-use order."""
+    out: List[str] = []
+    for p in list_protocols(dataset):
+        for s in (p.query_split, p.gallery_split):
+            if s not in out:
+                out.append(s)
+    return tuple(out)
+
+
+def required_rows(dataset: str, manifest: pd.DataFrame) -> np.ndarray:
+    """Positional manifest rows (ascending) of the required splits: extract features for exactly these."""
+    _check_columns(manifest, ("split",))
+    return np.flatnonzero(manifest["split"].isin(required_splits(dataset)).to_numpy())
+
+
+def single_shot_galleries(gallery_pids: Any, trials: int, seed: int) -> List[np.ndarray]:
+    """``trials`` draws of one gallery position per identity (sorted positions), reproducible from ``seed``.
+
+    Identities are visited in ascending pid order and each draw picks uniformly among that
+    identity's images, so the draws depend only on the gallery labels and the seed.
+    """
+    pids = np.asarray(gallery_pids)
+    order = np.argsort(pids, kind="stable")
+    _, start, counts = np.unique(pids[order], return_index=True, return_counts=True)
+    rng = np.random.default_rng(seed)
+    return [np.sort(order[start + rng.integers(0, counts)]) for _ in range(int(trials))]
+
+
+@dataclass
+class ProtocolResult:
+    """Result of one protocol: positions are manifest row indices.
+
+    Multi-shot protocols fill ``result`` and the top-k lists; single-shot ones fill ``trials``
+    (one ``RankingResult`` per drawn gallery) and ``trial_gallery_rows``.
+    """
+
+    dataset: str
+    protocol: Protocol
+    query_rows: np.ndarray
+    gallery_rows: np.ndarray
+    num_query_ids: int
+    num_gallery_ids: int
+    result: Optional[RankingResult] = None
+    topk_rows: Optional[np.ndarray] = None       # (Q, k) manifest rows of the first k gallery items
+    topk_flags: Optional[np.ndarray] = None      # (Q, k) int8: 1 good, 2 junk, 0 other identity
+    trials: List[RankingResult] = field(default_factory=list)
+    trial_gallery_rows: List[np.ndarray] = field(default_factory=list)
+    seed: Optional[int] = None
+
+    @property
+    def name(self) -> str:
+        return self.protocol.name
+
+    def summary(self, max_rank: int = 50, ranks: Sequence[int] = (1, 5, 10, 20)) -> Dict[str, Any]:
+        """JSON-ready metrics: mAP, mINP, rank-k, the first ``max_rank`` CMC values and counts.
+
+        Single-shot protocols report the mean over draws plus ``<metric>_std`` (sample standard
+        deviation, 0 for one draw) and the per-draw values.
+        """
+        out: Dict[str, Any] = self.protocol.describe()
+        out.update(num_query_ids=self.num_query_ids, num_gallery_ids=self.num_gallery_ids)
+        if not self.protocol.single_shot:
+            assert self.result is not None
+            out.update(self.result.to_dict(max_rank=max_rank, ranks=ranks))
+            return out
+        per = [t.to_dict(max_rank=max_rank, ranks=ranks) for t in self.trials]
+        keys = ["mAP", "mINP"] + [f"rank{k}" for k in ranks]
+        for key in keys:
+            vals = np.array([np.nan if d[key] is None else d[key] for d in per], np.float64)
+            out[key] = _nanless(np.mean(vals)) if vals.size else None
+            out[f"{key}_std"] = _nanless(np.std(vals, ddof=1)) if vals.size > 1 else (0.0 if vals.size else None)
+        cmcs = np.array([t.cmc[:max_rank] for t in self.trials], np.float64)
+        out["cmc"] = [_nanless(v) for v in cmcs.mean(axis=0)] if len(self.trials) else []
+        first = self.trials[0] if self.trials else None
+        out.update(num_queries=int(self.query_rows.size),
+                   num_gallery=first.num_gallery if first else 0,
+                   num_gallery_pool=int(self.gallery_rows.size),
+                   num_valid_queries=first.num_valid_queries if first else 0,
+                   num_skipped_queries=first.num_skipped_queries if first else 0,
+                   num_trials=len(self.trials), seed=self.seed,
+                   trials=[{k: d[k] for k in keys + ["num_gallery", "num_valid_queries"]} for d in per])
+        return out
+
+    def __getitem__(self, key: str) -> Any:
+        return self.summary()[key]
+
+
+def _nanless(x: float) -> Optional[float]:
+    x = float(x)
+    return None if np.isnan(x) else x
+
+
+def _check_columns(manifest: pd.DataFrame, cols: Iterable[str]) -> None:
+    missing = [c for c in cols if c not in manifest.columns]
+    if missing:
+        raise EvaluationError(f"manifest lacks column(s) {', '.join(missing)}; rebuild it with the download stage")
+
+
+def _select(manifest: pd.DataFrame, protocol: Protocol, side: str) -> np.ndarray:
+    split = protocol.query_split if side == "query" else protocol.gallery_split
+    mask = manifest["split"].to_numpy() == split
+    if not mask.any():
+        raise EvaluationError(f"manifest has no {split!r} rows, needed by protocol {protocol.name!r}")
+    if protocol.cameras is not None:
+        mask &= np.isin(manifest["camid"].to_numpy(), protocol.cameras)
+    if protocol.cloth_changing_only:
+        mask &= manifest["cloth_changing"].to_numpy().astype(bool)
+    return np.flatnonzero(mask)
+
+
+def _cameras(manifest: pd.DataFrame, protocol: Protocol, rows: np.ndarray, side: str) -> np.ndarray:
+    if protocol.camera_column is None:   # queries and gallery never share a camera
+        return np.full(rows.size, 0 if side == "query" else 1, np.int64)
+    return manifest[protocol.camera_column].to_numpy()[rows].astype(np.int64)
+
+
+class _Features:
+    """Feature rows looked up by manifest row, with a clear error for rows never extracted."""
+
+    def __init__(self, features: Any, feature_rows: Optional[Any], num_rows: int) -> None:
+        f = features.detach().cpu().numpy() if hasattr(features, "detach") else np.asarray(features)
+        if f.ndim != 2:
+            raise EvaluationError(f"features must be 2-D (rows × dim), got shape {f.shape}")
+        if feature_rows is None:
+            if f.shape[0] != num_rows:
+                raise EvaluationError(f"features have {f.shape[0]} rows but the manifest has {num_rows}; pass "
+                                      f"feature_rows= (the manifest rows they belong to) or align them")
+            self.lookup = np.arange(num_rows)
+        else:
+            fr = np.asarray(feature_rows, np.int64)
+            if fr.shape != (f.shape[0],):
+                raise EvaluationError(f"feature_rows has {fr.size} entries but there are {f.shape[0]} feature rows")
+            if fr.size and (fr.min() < 0 or fr.max() >= num_rows):
+                raise EvaluationError(f"feature_rows must index manifest rows 0..{num_rows - 1}")
+            self.lookup = np.full(num_rows, -1, np.int64)
+            self.lookup[fr] = np.arange(fr.size)
+        self.features = f
+
+    def take(self, rows: np.ndarray, what: str) -> np.ndarray:
+        idx = self.lookup[rows]
+        if (idx < 0).any():
+            raise EvaluationError(f"no features for {int((idx < 0).sum())} {what} rows (e.g. manifest row "
+                                  f"{int(rows[idx < 0][0])}); extract features for required_splits(dataset)")
+        out = self.features[idx]
+        if not np.isfinite(out).all():
+            bad = int(rows[~np.isfinite(out).all(axis=1)][0])
+            raise EvaluationError(f"non-finite features for {what} (manifest row {bad}); extract features for "
+                                  f"required_splits(dataset)")
+        return out
+
+
+def _chunks(qf: np.ndarray, gf: np.ndarray, s: "_Settings") -> Iterator[Tuple[int, np.ndarray]]:
+    if s.rerank:
+        return rerank_chunks(qf, gf, metric=s.metric, k1=s.rerank_k1, k2=s.rerank_k2,
+                             lambda_value=s.rerank_lambda, chunk_size=s.chunk_size, device=s.device)
+    return distance_chunks(qf, gf, metric=s.metric, chunk_size=s.chunk_size, device=s.device)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    metric: str
+    rerank: bool
+    rerank_k1: int
+    rerank_k2: int
+    rerank_lambda: float
+    chunk_size: Optional[int]
+    device: Any
+
+
+def run_protocols(dataset: str, manifest: pd.DataFrame, features: Any, *, feature_rows: Any = None,
+                  seed: int = 0, metric: str = "euclidean", rerank: bool = False, rerank_k1: int = 20,
+                  rerank_k2: int = 6, rerank_lambda: float = 0.3, single_shot_trials: int = 10,
+                  topk: int = 10, protocols: Optional[Sequence[str]] = None, chunk_size: Optional[int] = None,
+                  device: Any = "cpu") -> Dict[str, ProtocolResult]:
+    """Evaluate every protocol of ``dataset`` (or the named ones) from one feature matrix.
+
+    Parameters
+    ----------
+    dataset : str
+        Registry name (``ltcc``, ``synthcc``, ``prcc``, ``vcclothes``, ``celebreid``,
+        ``celebreid_light``, ``deepchange``).
+    manifest : pandas.DataFrame
+        The download stage's manifest (columns ``split, pid, camid, clothes_id`` plus the extras the
+        protocols use: ``cloth_changing``, ``tracklet``). Rows are addressed by position.
+    features : array-like, shape (R, d)
+        One row per manifest row (``feature_rows=None``), or per entry of ``feature_rows``. Rows
+        of splits no protocol uses may be absent or NaN; see ``required_rows``.
+    feature_rows : array-like of int, shape (R,), optional
+        The manifest row of each feature row.
+    seed : int
+        Seed of the single-shot gallery draws (PRCC).
+    metric : {"euclidean", "cosine"}
+    rerank : bool
+        Apply k-reciprocal re-ranking (``rerank_k1``, ``rerank_k2``, ``rerank_lambda``).
+    single_shot_trials : int
+        Number of single-shot gallery draws.
+    topk : int
+        Length of the saved top-k gallery lists (multi-shot protocols).
+    protocols : sequence of str, optional
+        Subset of protocol names; default all.
+    chunk_size : int, optional
+        Query rows per distance block (memory bound); default about 128 MiB of distances.
+    device : str or torch.device
+        Where distances are computed.
+
+    Returns
+    -------
+    dict of str → ProtocolResult
+        In the dataset's protocol order.
+
+    Raises
+    ------
+    EvaluationError
+        Unknown dataset or protocol, missing manifest columns or splits, missing or non-finite
+        features for a needed row.
+    """
+    plist = list_protocols(dataset)
+    if protocols is not None:
+        plist = tuple(get_protocol(dataset, n) for n in protocols)
+    if single_shot_trials < 1:
+        raise EvaluationError(f"single_shot_trials must be >= 1, got {single_shot_trials}")
+    cols = {"split", "pid", "camid", "clothes_id"}
+    cols |= {p.camera_column for p in plist if p.camera_column}
+    cols |= {"cloth_changing" for p in plist if p.cloth_changing_only}
+    _check_columns(manifest, sorted(cols))
+    feats = _Features(features, feature_rows, len(manifest))
+    settings = _Settings(metric, bool(rerank), int(rerank_k1), int(rerank_k2), float(rerank_lambda), chunk_size, device)
+    pids = manifest["pid"].to_numpy().astype(np.int64)
+    clothes = manifest["clothes_id"].to_numpy().astype(np.int64)
+
+    # group multi-shot protocols that share query rows, gallery rows and camera column
+    groups: Dict[Tuple[Any, ...], List[Tuple[Protocol, np.ndarray, np.ndarray]]] = {}
+    out: Dict[str, ProtocolResult] = {}
+    for p in plist:
+        qrows, grows = _select(manifest, p, "query"), _select(manifest, p, "gallery")
+        if qrows.size == 0 or grows.size == 0:
+            raise EvaluationError(f"protocol {dataset}/{p.name} selects {qrows.size} queries and {grows.size} "
+                                  f"gallery images; check the manifest")
+        key = (p.single_shot, p.camera_column, p.query_split, p.gallery_split, p.cameras, p.cloth_changing_only)
+        groups.setdefault(key, []).append((p, qrows, grows))
+
+    for key, members in groups.items():
+        p0, qrows, grows = members[0]
+        qf, gf = feats.take(qrows, p0.query_split), feats.take(grows, p0.gallery_split)
+        qcam, gcam = _cameras(manifest, p0, qrows, "query"), _cameras(manifest, p0, grows, "gallery")
+        labels = (pids[qrows], pids[grows], qcam, gcam, clothes[qrows], clothes[grows])
+        rules = [p.rule for p, _, _ in members]
+        if not p0.single_shot:
+            log.info("%s: %d queries × %d gallery (%s)", dataset, qrows.size, grows.size,
+                     ", ".join(p.name for p, _, _ in members))
+            ev = evaluate_chunks(_chunks(qf, gf, settings), *labels, rules=rules, topk=topk)
+            for p, _, _ in members:
+                res = ev.results[p.rule]
+                flags = _topk_flags(ev.topk, p.rule, *labels) if ev.topk is not None else None
+                out[p.name] = ProtocolResult(dataset, p, qrows, grows, int(np.unique(labels[0]).size),
+                                             int(np.unique(labels[1]).size), result=res,
+                                             topk_rows=np.where(ev.topk >= 0, grows[np.maximum(ev.topk, 0)], -1)
+                                             if ev.topk is not None else None, topk_flags=flags)
+        else:
+            draws = single_shot_galleries(labels[1], single_shot_trials, seed)
+            log.info("%s: %d queries × %d single-shot galleries of %d (%s)", dataset, qrows.size, len(draws),
+                     draws[0].size, ", ".join(p.name for p, _, _ in members))
+            trials: Dict[str, List[RankingResult]] = {p.rule: [] for p, _, _ in members}
+            for d in draws:
+                ev = evaluate_chunks(_chunks(qf, gf[d], settings), labels[0], labels[1][d], labels[2], labels[3][d],
+                                     labels[4], labels[5][d], rules=rules)
+                for r in trials:
+                    trials[r].append(ev.results[r])
+            for p, _, _ in members:
+                out[p.name] = ProtocolResult(dataset, p, qrows, grows, int(np.unique(labels[0]).size),
+                                             int(np.unique(labels[1]).size), trials=trials[p.rule],
+                                             trial_gallery_rows=[grows[d] for d in draws], seed=int(seed))
+    return {p.name: out[p.name] for p in plist}
+
+
+def _topk_flags(top: np.ndarray, rule: str, q_pids: np.ndarray, g_pids: np.ndarray, q_cams: np.ndarray,
+                g_cams: np.ndarray, q_clothes: np.ndarray, g_clothes: np.ndarray) -> np.ndarray:
+    t = np.maximum(top, 0)
+    same = (g_pids[t] == q_pids[:, None]) & (top >= 0)
+    flags = match_flags(rule, g_cams[t] == q_cams[:, None], g_clothes[t] == q_clothes[:, None])
+    return np.where(same, flags, 0).astype(np.int8)

@@ -1,0 +1,45 @@
+# Stage 2: per-image masks from every configured mask source, and their quality against ground truth.
+# Only index.csv is declared: the mask PNGs are written one by one (atomically) beside it, so a killed
+# job keeps its finished masks and the rerun parses only the rest (see docs/masks.md).
+
+
+rule parse:
+    input:
+        unpack(parse_inputs),
+    output:
+        index="results/{dataset}/masks/{source}/index.csv",
+    log:
+        "logs/parse/{dataset}/{source}.log",
+    benchmark:
+        "benchmarks/parse/{dataset}/{source}.tsv"
+    conda:
+        "../envs/parse.yaml"
+    threads: 4
+    resources:
+        mem_mb=parse_mem_mb,
+        runtime=parse_runtime,
+        gpu=parse_gpus,
+    params:
+        source=mask_source_params,
+    script:
+        "../workflow_scripts/parse.py"
+
+
+rule mask_quality:
+    input:
+        unpack(mask_quality_inputs),
+    output:
+        csv="results/{dataset}/masks/quality.csv",
+        md="results/{dataset}/masks/quality.md",
+    log:
+        "logs/mask_quality/{dataset}.log",
+    benchmark:
+        "benchmarks/mask_quality/{dataset}.tsv"
+    conda:
+        "../envs/parse.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        "../workflow_scripts/mask_quality.py"
