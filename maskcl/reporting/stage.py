@@ -1,0 +1,293 @@
+"""The tables stage as one library call: every run's files in, every table and figure out.
+
+Layout written (the ``tables`` rule declares exactly this):
+
+* ``<tables_dir>/{results,headline,ablation_masks,ablation_methods,ablation_components,published}.{md,tex,csv}``
+  and ``runs.csv`` (one row per run, protocol and seed);
+* ``<figures_dir>/cmc/{dataset}/{protocol}.png``;
+  ``retrieval/{dataset}/{experiment}/{masks}/seed{seed}/{protocol}.png``;
+  ``training/{dataset}/{experiment}/{masks}.png``; ``pseudo_labels/{dataset}.png``;
+  ``masks/{dataset}/{source}.png``; ``datasets/{dataset}.png`` (SynthCC's contact sheet),
+  each with a sidecar ``.csv`` of the data drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import pandas as pd
+
+from ..io import write_csv_atomic
+from .aggregate import aggregate_seeds, cmc_frame, per_seed_frame, protocol_order
+from .cmc import plot_cmc
+from .curves import curves_frame, plot_quality, plot_training, quality_frame, read_train_log
+from .errors import ReportingError
+from .labels import dataset_name, protocol_short, run_label
+from .overlays import copy_contact_sheet, overlay_frame, plot_overlays, read_mask_index
+from .published import load_published, published_frame
+from .retrieval import plot_retrieval, read_ranks, retrieval_frame, select_queries
+from .runs import Run, load_runs
+from .tables import (ablation_component_tables, ablation_csv, ablation_mask_tables, ablation_method_tables,
+                     headline_table, published_table, results_csv, results_tables, write_table_files)
+
+__all__ = ["ReportOutputs", "TABLE_STEMS", "FIGURE_KINDS", "CONTACT_SHEET_DATASETS", "build_report"]
+
+log = logging.getLogger(__name__)
+
+#: Table files (each as .md, .tex and .csv) and figure sub-folders, as the rule declares them.
+TABLE_STEMS = ("results", "headline", "ablation_masks", "ablation_methods", "ablation_components", "published")
+FIGURE_KINDS = ("cmc", "retrieval", "training", "pseudo_labels", "masks", "datasets")
+#: Datasets whose generator writes ``contact_sheet.png`` into the dataset root.
+CONTACT_SHEET_DATASETS = ("synthcc",)
+
+PathLike = os.PathLike | str
+
+
+@dataclass
+class ReportOutputs:
+    """Every file written, by kind."""
+
+    tables: List[Path] = field(default_factory=list)
+    figures: Dict[str, List[Path]] = field(default_factory=lambda: {k: [] for k in FIGURE_KINDS})
+
+
+def _dataset_of_manifest(p: Path) -> str:
+    return p.parent.name
+
+
+def _manifests(paths: Sequence[PathLike]) -> Dict[str, Path]:
+    out = {}
+    for p in map(Path, paths):
+        if p.name != "manifest.csv":
+            raise ReportingError(f"{p}: expected results/{{dataset}}/manifest.csv")
+        out[_dataset_of_manifest(p)] = p
+    return out
+
+
+def _mask_indexes(paths: Sequence[PathLike]) -> Dict[Tuple[str, str], Path]:
+    out = {}
+    for p in map(Path, paths):
+        parts = p.parts
+        if p.name != "index.csv" or len(parts) < 4 or parts[-3] != "masks":
+            raise ReportingError(f"{p}: expected results/{{dataset}}/masks/{{source}}/index.csv")
+        out[(parts[-4], parts[-2])] = p
+    return out
+
+
+def _dataset_roots(paths: Sequence[PathLike]) -> Dict[str, Path]:
+    out = {}
+    for p in map(Path, paths):
+        try:
+            info = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ReportingError(f"{p}: dataset.json not found; run the download rule") from None
+        except json.JSONDecodeError:
+            raise ReportingError(f"{p}: not valid JSON; rerun the download rule") from None
+        if "name" not in info or "root" not in info:
+            raise ReportingError(f"{p}: lacks name/root; rerun the download rule")
+        out[str(info["name"])] = Path(info["root"])
+    return out
+
+
+class _Manifests:
+    """Manifests read once, on first use."""
+
+    def __init__(self, paths: Mapping[str, Path]) -> None:
+        self.paths = paths
+        self.cache: Dict[str, pd.DataFrame] = {}
+
+    def get(self, dataset: str, why: str) -> pd.DataFrame:
+        if dataset not in self.cache:
+            if dataset not in self.paths:
+                raise ReportingError(f"no manifest for dataset {dataset!r}, needed for {why}; pass "
+                                     f"results/{dataset}/manifest.csv")
+            self.cache[dataset] = pd.read_csv(self.paths[dataset])
+        return self.cache[dataset]
+
+
+def _write_tables(runs: Sequence[Run], tables_dir: Path, show_published: bool,
+                  published_path: Optional[PathLike]) -> Tuple[List[Path], pd.DataFrame]:
+    per_seed = per_seed_frame(runs)
+    agg = aggregate_seeds(per_seed)
+    entries = load_published(published_path)
+    shown = entries if show_published else []
+    out: List[Path] = []
+    out += write_table_files(tables_dir, "results", results_tables(agg, shown), results_csv(agg, shown),
+                             "Results under every protocol")
+    head = agg[agg["headline"].astype(bool)]
+    want = {d: sorted(set(head.loc[head.dataset == d, "protocol"])) for d in set(head["dataset"])}
+    out += write_table_files(tables_dir, "headline", [headline_table(agg, shown)] if len(head) else [],
+                             results_csv(head, shown, protocols=want), "Headline results",
+                             empty_note="No run has a result for its dataset's headline protocol.")
+    for kind, build in (("masks", ablation_mask_tables), ("methods", ablation_method_tables),
+                        ("components", ablation_component_tables)):
+        out += write_table_files(tables_dir, f"ablation_{kind}", build(agg), ablation_csv(agg, kind),
+                                 f"Ablation by {kind}",
+                                 empty_note=f"No runs for this ablation ({kind}); see configs/synthcc_ablation.yaml.")
+    out += write_table_files(tables_dir, "published", [published_table(entries)], published_frame(entries),
+                             "Published numbers")
+    runs_csv = tables_dir / "runs.csv"
+    write_csv_atomic(runs_csv, per_seed)
+    out.append(runs_csv)
+    return out, agg
+
+
+def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_dir: PathLike,
+                 experiments: Optional[Mapping[str, Mapping[str, Any]]] = None, ranks: Sequence[PathLike] = (),
+                 train_logs: Sequence[PathLike] = (), manifests: Sequence[PathLike] = (),
+                 mask_indexes: Sequence[PathLike] = (), dataset_infos: Sequence[PathLike] = (),
+                 published: bool = True, published_path: Optional[PathLike] = None, topk_grid: int = 10,
+                 num_grid_queries: int = 6, figure_seed: int = 0, cmc_max_rank: int = 20,
+                 overlay_per_split: int = 3) -> ReportOutputs:
+    """Write every table and figure of the evaluated runs.
+
+    Parameters
+    ----------
+    metrics : sequence of path-like
+        ``metrics.json`` of every run (``results/{dataset}/runs/{experiment}/{masks}/seed{seed}/``).
+    tables_dir, figures_dir : path-like
+        Output folders (``results/tables``, ``results/figures``).
+    experiments : mapping, optional
+        The config's experiments (experiment → ``{"method", "train"}``), for runs whose metrics.json
+        does not record its method and training settings, and to check those that do.
+    ranks, train_logs : sequence of path-like
+        ``ranks.npz`` / ``train_log.csv`` of runs among ``metrics`` (retrieval grids, training curves).
+    manifests : sequence of path-like
+        ``results/{dataset}/manifest.csv`` (image paths and labels for grids and overlays).
+    mask_indexes : sequence of path-like
+        ``results/{dataset}/masks/{source}/index.csv`` (masks beside grid images; overlays).
+    dataset_infos : sequence of path-like
+        ``results/{dataset}/dataset.json`` (the dataset root holding SynthCC's contact sheet).
+    published : bool
+        Show the curated published numbers as separate rows in the results and headline tables.
+    published_path : path-like, optional
+        Curated numbers; default the packaged ``data/published.yaml``.
+    topk_grid, num_grid_queries, figure_seed : int
+        Gallery columns and query rows of retrieval grids; seed of the query and overlay picks.
+    cmc_max_rank : int
+        Last rank drawn in CMC figures (at most the 50 kept in metrics.json).
+    overlay_per_split : int
+        Images per split in mask overlay figures.
+
+    Returns
+    -------
+    ReportOutputs
+
+    Raises
+    ------
+    ReportingError
+        Missing or malformed inputs (each message names the file and the rule to rerun).
+    """
+    for name, v, lo in (("topk_grid", topk_grid, 1), ("num_grid_queries", num_grid_queries, 1),
+                        ("cmc_max_rank", cmc_max_rank, 1), ("overlay_per_split", overlay_per_split, 1)):
+        if int(v) < lo:
+            raise ReportingError(f"tables.{name} must be >= {lo}, got {v}")
+    tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
+    runs = load_runs(metrics, experiments, ranks=ranks, train_logs=train_logs)
+    out = ReportOutputs()
+    out.tables, agg = _write_tables(runs, tables_dir, published, published_path)
+    for k in FIGURE_KINDS:
+        (figures_dir / k).mkdir(parents=True, exist_ok=True)
+    mans = _Manifests(_manifests(manifests))
+    indexes = _mask_indexes(mask_indexes)
+    index_cache: Dict[Tuple[str, str], pd.DataFrame] = {}
+
+    def index(dataset: str, source: str) -> Optional[pd.DataFrame]:
+        key = (dataset, source)
+        if key not in indexes:
+            return None
+        if key not in index_cache:
+            index_cache[key] = read_mask_index(indexes[key])
+        return index_cache[key]
+
+    # CMC curves, one per (dataset, protocol)
+    for d in sorted({r.key.dataset for r in runs}):
+        sub = agg[agg["dataset"] == d]
+        for p in protocol_order(d, sub["protocol"].tolist()):
+            frame = cmc_frame(runs, d, p, cmc_max_rank)
+            if frame.empty:
+                log.info("%s/%s: no CMC values (no valid query in any run); no figure", d, p)
+                continue
+            short = str(sub.loc[sub["protocol"] == p, "short"].iloc[0])
+            out.figures["cmc"] += plot_cmc(frame, figures_dir / "cmc" / d / f"{p}.png", short=short)
+
+    # retrieval grids: the first seed of every run group, on the headline protocol saved first
+    done = set()
+    for run in runs:
+        if run.ranks_path is None or run.key.group in done:
+            continue
+        done.add(run.key.group)
+        manifest = mans.get(run.key.dataset, f"the retrieval grid of {run.folder}")
+        protocol, arrays = read_ranks(run.ranks_path)
+        masks = None
+        if run.key.mask_source is not None:
+            idx = index(run.key.dataset, run.key.mask_source)
+            col = run.key.mask_mode
+            if idx is None:
+                log.info("%s: no mask index of source %s among the inputs; grid drawn without masks", run.folder,
+                         run.key.mask_source)
+            elif col not in ("silhouette", "parts"):
+                log.warning("%s: mask mode %r is neither silhouette nor parts; grid drawn without masks", run.folder,
+                            col)
+            else:
+                masks = dict(zip(idx["relpath"].astype(str), idx[col].astype(str)))
+        queries = select_queries(arrays["first_match"], num_grid_queries, figure_seed)
+        if queries.size == 0:
+            log.info("%s: no query with a valid match under %s; no retrieval grid", run.folder, protocol)
+            continue
+        frame = retrieval_frame(arrays, manifest, queries, topk_grid, masks)
+        short = protocol_short(run.key.dataset, protocol)
+        title = (f"{dataset_name(run.key.dataset)} | {run_label(run.key.experiment, run.method)} | masks "
+                 f"{run.key.masks} | seed {run.key.seed} | protocol {protocol}: {short} | green: correct, red: other "
+                 f"identity, grey dashed: junk (excluded by the protocol)")
+        png = (figures_dir / "retrieval" / run.key.dataset / run.key.experiment / run.key.masks /
+               f"seed{run.key.seed}" / f"{protocol}.png")
+        out.figures["retrieval"] += plot_retrieval(frame, png, title=title)
+
+    # training curves per run group (seeds overlaid), then pseudo-label quality per dataset
+    logs: Dict[Tuple[str, str, str], List[Tuple[int, pd.DataFrame]]] = {}
+    labels: Dict[Tuple[str, str, str], str] = {}
+    for run in runs:
+        if run.train_log_path is None:
+            continue
+        logs.setdefault(run.key.group, []).append((run.key.seed, read_train_log(run.train_log_path)))
+        labels[run.key.group] = f"{run_label(run.key.experiment, run.method)} [{run.key.masks}]"
+    for (d, e, m), group_logs in logs.items():
+        frame = curves_frame(group_logs)
+        if frame.empty:
+            log.info("%s/%s/%s: training logs have no plottable columns; no figure", d, e, m)
+            continue
+        out.figures["training"] += plot_training(frame, figures_dir / "training" / d / e / f"{m}.png",
+                                                 title=f"{dataset_name(d)} | {labels[(d, e, m)]}")
+    for d in sorted({g[0] for g in logs}):
+        frame = quality_frame([(labels[g], logs[g]) for g in logs if g[0] == d])
+        if frame.empty:
+            log.info("%s: no pseudo-label quality columns logged; no comparison figure", d)
+            continue
+        out.figures["pseudo_labels"] += plot_quality(frame, figures_dir / "pseudo_labels" / f"{d}.png",
+                                                     title=f"{dataset_name(d)}: pseudo-label quality during training "
+                                                           f"(seed mean ± std)")
+
+    # mask overlays, one per (dataset, source)
+    for (d, source) in sorted(indexes):
+        idx = index(d, source)
+        assert idx is not None
+        manifest = mans.get(d, f"the mask overlays of {indexes[(d, source)]}")
+        frame = overlay_frame(idx, manifest, overlay_per_split, figure_seed)
+        out.figures["masks"] += plot_overlays(frame, figures_dir / "masks" / d / f"{source}.png",
+                                              title=f"{dataset_name(d)}: masks from {source} "
+                                                    f"({overlay_per_split} images per split)")
+
+    # the SynthCC contact sheet
+    for d, root in sorted(_dataset_roots(dataset_infos).items()):
+        sheet = root / "contact_sheet.png"
+        if d in CONTACT_SHEET_DATASETS or sheet.exists():   # missing on SynthCC: a broken dataset root
+            out.figures["datasets"] += copy_contact_sheet(sheet, figures_dir / "datasets" / f"{d}.png")
+    n_fig = sum(1 for v in out.figures.values() for p in v if p.suffix == ".png")
+    log.info("tables stage: %d table files, %d figures", len(out.tables), n_fig)
+    return out
