@@ -594,7 +594,8 @@ def _missing_source(name: str) -> ConfigError:
 
 def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], data_root: PathLike, cache: PathLike,
                     verify_images: bool, synthcc: Optional[Mapping[str, Any]], manifest_out: PathLike,
-                    stats_out: PathLike, info_out: PathLike, *, progress: bool = True) -> PreparedDataset:
+                    stats_out: PathLike, info_out: PathLike, *, progress: bool = True,
+                    workers: int = 1) -> PreparedDataset:
     """Fetch / extract (or generate) dataset ``name`` and write its manifest, statistics and info.
 
     Parameters
@@ -617,6 +618,8 @@ def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], dat
         ``manifest.csv``, ``stats.csv`` and ``dataset.json``, each written atomically.
     progress : bool
         Progress bars on stderr.
+    workers : int
+        Processes used to generate SynthCC (the output does not depend on it).
 
     Returns
     -------
@@ -629,7 +632,7 @@ def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], dat
     DownloadError, ChecksumError, UnsafeArchiveError, DatasetError
         See ``fetch_url``, ``safe_extract`` and the dataset loaders.
     """
-    from .datasets import get_dataset, load_dataset, split_statistics
+    from .datasets import get_dataset, split_statistics
 
     data_root, cache = Path(data_root), Path(cache)
     archive: Optional[Path] = None
@@ -642,7 +645,8 @@ def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], dat
 
         params = dict(synthcc or {})
         location = generate_synthcc(data_root / "synthcc", preset=params.get("preset", "default"),
-                                    seed=int(params.get("seed", 0)), overrides=params.get("overrides") or None)
+                                    seed=int(params.get("seed", 0)), overrides=params.get("overrides") or None,
+                                    workers=max(1, int(workers)))
         kind = "generated"
     else:
         get_dataset(name)  # unknown names fail here, listing the known ones
@@ -670,8 +674,8 @@ def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], dat
             else:
                 raise DatasetError(f"{name}: source {local} does not exist; fix data.sources.{name}.source in "
                                    f"config.yaml (a URL, a local archive or an extracted folder)")
-    frame = load_dataset(name, location)
     loader = get_dataset(name)
+    frame = loader.load(location)  # the same instance: SynthCC fills its expected counts while loading
     if verify_images:
         check_images(list(frame["path"]), progress=progress)
     stats = split_statistics(frame, loader.splits)

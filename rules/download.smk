@@ -13,7 +13,7 @@ rule download:
     conda:
         "../envs/download.yaml"
     localrule: True
-    threads: 1
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=120,

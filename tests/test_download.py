@@ -525,37 +525,22 @@ def test_prepare_verify_images(tmp_path):
     prep(tmp_path, "ltcc", str(src), verify=False)  # verification is what catches it: off, the manifest is written
 
 
-def test_prepare_synthcc_generates_then_loads(tmp_path, monkeypatch):
-    """The synthcc branch calls generate_synthcc(root, preset, seed, overrides) lazily, then loads it."""
-    calls = []
+def test_prepare_synthcc_generates_then_loads(tmp_path):
+    from maskcl.datasets.synthcc import expected_counts, resolve_config
 
-    def fake_generate(root: Path, preset: str = "default", seed: int = 0, overrides=None) -> Path:
-        calls.append((root, preset, seed, overrides))
-        for split in ("train", "query", "gallery"):
-            (root / split).mkdir(parents=True, exist_ok=True)
-            (root / split / f"1_{split}.png").write_bytes(b"")
-        return root
-
-    class FakeSynth(ReIDDataset):
-        name = "synthcc"
-        split_dirs = {"train": "train", "query": "query", "gallery": "gallery"}
-        official = {"train": SplitStats(images=1)}
-
-        def parse(self, root):
-            rows = [{"relpath": f"{s}/1_{s}.png", "split": s, "pid": 1, "camid": i, "clothes_id": i}
-                    for i, s in enumerate(("train", "query", "gallery"))]
-            return pd.DataFrame(rows)
-
-    module = type(sys)("maskcl.datasets.synthcc")
-    module.generate_synthcc = fake_generate
-    monkeypatch.setitem(sys.modules, "maskcl.datasets.synthcc", module)
-    monkeypatch.setitem(DATASETS._items, "synthcc", FakeSynth)
     res = prepare_dataset("synthcc", None, None, tmp_path / "datasets", tmp_path / "dl", False,
-                          {"preset": "tiny", "seed": 3, "overrides": {"ids": 4}}, **outputs(tmp_path),
-                          progress=False)
-    assert calls == [(tmp_path / "datasets" / "synthcc", "tiny", 3, {"ids": 4})]
-    assert res.stats["images"].tolist() == [1, 1, 1] and res.differences == []
-    assert json.loads((tmp_path / "results" / "dataset.json").read_text())["source_kind"] == "generated"
+                          {"preset": "tiny", "seed": 3, "overrides": {}}, **outputs(tmp_path), progress=False,
+                          workers=2)
+    want = expected_counts(resolve_config("tiny"))
+    got = res.stats.set_index("split")
+    for split in ("train", "query", "gallery"):
+        assert got.loc[split, "images"] == want[split]["images"]
+    assert res.differences == []
+    info = json.loads((tmp_path / "results" / "dataset.json").read_text())
+    assert info["source_kind"] == "generated" and info["official"]  # expected counts were compared
+    manifest = pd.read_csv(tmp_path / "results" / "manifest.csv")
+    assert (tmp_path / "datasets" / "synthcc" / "synthcc.json").is_file()
+    assert manifest["parsing"].notna().all()
     with pytest.raises(ConfigError, match="SynthCC is generated"):
         prepare_dataset("synthcc", "http://x/y.zip", None, tmp_path, tmp_path, False, {}, **outputs(tmp_path))
 

@@ -1,0 +1,74 @@
+"""Loader for a generated SynthCC folder: LTCC's layout and rules plus ground-truth parsing.
+
+SynthCC has no published counts: they depend on the preset and overrides. The loader reads them from
+the dataset's own ``synthcc.json`` instead: ``parse`` fails if a split holds a different number of
+images than was generated (a truncated or edited copy), and afterwards ``official`` holds the
+generated counts, so ``official_differences`` works as for the real datasets. The camera range is
+also taken from ``synthcc.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Dict, List, Tuple
+
+import pandas as pd
+
+from ...errors import DatasetError
+from ...io import read_json
+from ..base import SplitStats
+from ..ltcc import LTCC
+
+__all__ = ["SynthCC"]
+
+
+class SynthCC(LTCC):
+    """SynthCC (generated): ``{train,query,test}/<pid>_<outfit>_c<cam>_<frame>.png`` + ``parsing/``."""
+
+    name: ClassVar[str] = "synthcc"
+    dirnames: ClassVar[Tuple[str, ...]] = ("synthcc", "SynthCC")
+    official: ClassVar[Dict[str, SplitStats]] = {}
+    homepage: ClassVar[str] = ""
+    access: ClassVar[str] = ("SynthCC is generated locally by maskcl.datasets.synthcc.generate_synthcc "
+                             "(data.synthcc in config.yaml); nothing is downloaded")
+    extra_columns: ClassVar[Tuple[str, ...]] = ("outfit", "cloth_changing", "parsing")
+    num_cameras: ClassVar[int] = 99
+    meta_file: ClassVar[str] = "synthcc.json"
+
+    def required_paths(self) -> List[str]:
+        return sorted(set(super().required_paths()) | {self.meta_file})
+
+    def _meta(self, root: Path) -> dict:
+        f = root / self.meta_file
+        try:
+            meta = read_json(f)
+            meta["parameters"]["config"]["n_cameras"]
+            meta["counts"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DatasetError(f"{self.name}: {f} is missing or unreadable ({type(e).__name__}); delete {root} "
+                               f"and rerun the download stage to regenerate SynthCC") from None
+        return meta
+
+    def parse(self, root: Path) -> pd.DataFrame:
+        meta = self._meta(root)
+        self.num_cameras = int(meta["parameters"]["config"]["n_cameras"])  # type: ignore[misc]
+        frame = super().parse(root)
+        frame["parsing"] = ["parsing/" + r for r in frame["relpath"]]
+        for folder in sorted(set(self.split_dirs.values())):
+            d = root / "parsing" / folder
+            have = {p.name for p in d.iterdir()} if d.is_dir() else set()
+            names = [r.split("/", 1)[1] for r in frame["relpath"] if r.startswith(folder + "/")]
+            missing = [n for n in names if n not in have]
+            if missing:
+                raise DatasetError(f"{self.name}: {len(missing)} ground-truth label map(s) missing in {d}, e.g. "
+                                   f"{missing[0]}; delete {root} and regenerate SynthCC")
+        official = {}
+        for split, c in meta["counts"].items():
+            official[split] = SplitStats(images=c.get("images"), ids=c.get("ids"), cameras=c.get("cameras"),
+                                         clothes=c.get("clothes"))
+            got = int((frame["split"] == split).sum())
+            if c.get("images") is not None and got != c["images"]:
+                raise DatasetError(f"{self.name}: split {split!r} holds {got} images but {root / self.meta_file} "
+                                   f"says {c['images']}; delete {root} and regenerate SynthCC")
+        self.official = official  # type: ignore[misc]
+        return frame
