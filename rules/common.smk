@@ -5,6 +5,9 @@ import sys
 from maskcl.config import validate_config
 from maskcl.errors import MaskCLError
 
+# The conda envs install this checkout (`pip: -e "${MASKCL_ROOT}"`, see envs/): point them at it.
+os.environ.update({"MASKCL_ROOT": workflow.basedir})
+
 _CONFIG_SOURCE = ", ".join(str(f) for f in workflow.configfiles) or "config.yaml"
 try:
     validate_config(config, source=_CONFIG_SOURCE)
@@ -126,9 +129,164 @@ def mask_targets(dataset):
     return out
 
 
+
+
+# ---------------------------------------------------------------- stages 3-4: train and evaluate
+from maskcl.config import train_settings as _train_settings
+from maskcl.training.settings import TrainSettings as _TrainSettings
+
+EXPERIMENTS = config["experiments"]
+SEEDS = [int(s) for s in config["seeds"]]
+#: Methods that consume masks (their run folders name the mask source and mode).
+MASK_METHODS = ("maskcl",)
+
+
+def _check_train_config():
+    """Every (dataset, experiment) resolves to valid training settings, or one line says why."""
+    for d in DATASETS:
+        for e in EXPERIMENTS:
+            try:
+                _TrainSettings.from_dict(_train_settings(config, d, e))
+            except MaskCLError as err:
+                return f"experiments.{e} on {d}: {err}"
+    return None
+
+
+_TRAIN_PROBLEM = _check_train_config()
+if _TRAIN_PROBLEM:
+    sys.exit(f"ERROR: {_CONFIG_SOURCE}: {_TRAIN_PROBLEM}")
+
+
+def run_masks(experiment):
+    """The `masks` path component of an experiment's runs: `{source}-{mode}` or `none`."""
+    exp = EXPERIMENTS[experiment]
+    if exp["method"] not in MASK_METHODS:
+        return "none"
+    return f"{MASKS['train_source']}-{exp.get('mask_mode', MASKS['mode'])}"
+
+
+wildcard_constraints:
+    experiment="|".join(EXPERIMENTS),
+    masks="none|[a-z]+-(silhouette|parts)",
+    seed=r"\d+",
+
+
+def run_dir(dataset, experiment, seed):
+    return f"results/{dataset}/runs/{experiment}/{run_masks(experiment)}/seed{seed}"
+
+
+def all_runs():
+    """(dataset, experiment, seed) of every configured run."""
+    return [(d, e, s) for d in DATASETS for e in EXPERIMENTS for s in SEEDS]
+
+
+def _run_settings(wildcards):
+    if run_masks(wildcards.experiment) != wildcards.masks:
+        raise ValueError(f"run folder masks={wildcards.masks} does not match experiment "
+                         f"{wildcards.experiment} (expected {run_masks(wildcards.experiment)})")
+    s = _train_settings(config, wildcards.dataset, wildcards.experiment)
+    if s["pretrained"] == "ssl":
+        s["pretrained"] = pretrain_path(wildcards.dataset, s)
+    return s
+
+
+def pretrain_path(dataset, settings):
+    return f"results/{dataset}/pretrain/{settings['arch']}-{settings['height']}x{settings['width']}/backbone.pt"
+
+
+def train_inputs(wildcards):
+    """The manifest, the mask index of masks.train_source (mask methods), the warm-up weights (ssl)."""
+    out = {"manifest": manifest_path(wildcards.dataset)}
+    if wildcards.masks != "none":
+        out["masks"] = f"{mask_dir(wildcards.dataset, MASKS['train_source'])}/index.csv"
+    s = _run_settings(wildcards)
+    if s["pretrained"].startswith(f"results/{wildcards.dataset}/pretrain/"):
+        out["pretrained"] = s["pretrained"]
+    return out
+
+
+def train_params(wildcards):
+    return {
+        "settings": _run_settings(wildcards),
+        "mask_mode": wildcards.masks.split("-", 1)[1] if wildcards.masks != "none" else "silhouette",
+        "seed": int(wildcards.seed),
+        "state_dir": f"results/{wildcards.dataset}/state/{wildcards.experiment}/{wildcards.masks}/seed{wildcards.seed}",
+    }
+
+
+def train_gpus(wildcards):
+    return 0 if _run_settings(wildcards)["device"] == "cpu" else 1
+
+
+def pretrain_gpus(wildcards):
+    return 0 if config["train"].get("device", "auto") == "cpu" else 1
+
+
+def train_runtime(wildcards):
+    """Minutes: the official 60x400 schedule on one GPU takes hours; a generous default."""
+    return 24 * 60
+
+
+def pretrain_params(wildcards):
+    arch, size = wildcards.backbone.split("-")
+    h, w = size.split("x")
+    return {"settings": {**config["pretrain"], "arch": arch, "height": int(h), "width": int(w),
+                         "workers": config["train"].get("workers", 4),
+                         "device": config["train"].get("device", "auto")},
+            "seed": int(config["pretrain"]["seed"])}
+
+
+def evaluate_params(wildcards):
+    return {
+        "settings": dict(config["evaluate"]),
+        "run": {"dataset": wildcards.dataset, "experiment": wildcards.experiment,
+                "method": EXPERIMENTS[wildcards.experiment]["method"], "masks": wildcards.masks,
+                "seed": int(wildcards.seed)},
+    }
+
+
+def evaluate_gpus(wildcards):
+    return 0 if config["evaluate"]["device"] == "cpu" else 1
+
+
+def run_targets(dataset):
+    return [f"{run_dir(d, e, s)}/metrics.json" for d, e, s in all_runs() if d == dataset]
+
+
+# ---------------------------------------------------------------- stage 5: tables (inputs)
+def all_metrics():
+    return [f"{run_dir(d, e, s)}/metrics.json" for d, e, s in all_runs()]
+
+
+def all_ranks():
+    return [f"{run_dir(d, e, s)}/ranks.npz" for d, e, s in all_runs()]
+
+
+def all_train_logs():
+    return [f"{run_dir(d, e, s)}/train_log.csv" for d, e, s in all_runs()]
+
+
+def all_manifests():
+    return [manifest_path(d) for d in DATASETS]
+
+
+def all_dataset_infos():
+    return [f"results/{d}/dataset.json" for d in DATASETS]
+
+
+def all_mask_indexes():
+    return [f"{mask_dir(d, s)}/index.csv" for d in DATASETS for s in mask_sources(d)]
+
+
+def experiment_settings():
+    """What the tables need to know about each experiment: method, mask mode, train overrides."""
+    return {e: {"method": x["method"], "masks": run_masks(e), "train": dict(x.get("train", {}))}
+            for e, x in EXPERIMENTS.items()}
+
+
 def final_targets():
-    """Default target: the last stage available for every configured dataset."""
-    out = [manifest_path(d) for d in DATASETS]
+    """Default target: the tables (which need every run's metrics), plus each dataset's masks."""
+    out = ["results/tables/results.md"]
     for d in DATASETS:
         out += mask_targets(d)
     return out

@@ -17,7 +17,7 @@ from .output import METRICS_FORMAT, metrics_document, provenance, write_metrics_
 from .protocols import (HEADLINE, PROTOCOLS, Protocol, ProtocolResult, get_protocol, headline_protocol,
                         list_protocols, required_rows, required_splits, run_protocols, single_shot_galleries)
 from .rerank import RERANK_DEFAULTS, k_reciprocal_rerank, rerank_chunks
-from .stage import evaluate_model, evaluate_run
+from .stage import evaluate_checkpoint, evaluate_model, evaluate_run
 
 __all__ = [
     "RULES", "METRICS", "EvaluationError", "RankingResult", "ChunkedEvaluation",
@@ -28,5 +28,5 @@ __all__ = [
     "Protocol", "ProtocolResult", "PROTOCOLS", "HEADLINE", "list_protocols", "get_protocol",
     "headline_protocol", "required_splits", "required_rows", "single_shot_galleries", "run_protocols",
     "METRICS_FORMAT", "provenance", "metrics_document", "write_metrics_json", "write_ranks",
-    "evaluate_run", "evaluate_model",
+    "evaluate_run", "evaluate_model", "evaluate_checkpoint",
 ]

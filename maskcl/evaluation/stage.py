@@ -15,7 +15,7 @@ from .output import provenance as make_provenance
 from .output import write_metrics_json, write_ranks
 from .protocols import ProtocolResult, headline_protocol, required_rows, run_protocols
 
-__all__ = ["evaluate_run", "evaluate_model"]
+__all__ = ["evaluate_run", "evaluate_model", "evaluate_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -91,3 +91,32 @@ def evaluate_model(dataset: str, manifest: pd.DataFrame, model: Callable[[torch.
                            extra={"feature_extraction_s": round(time.perf_counter() - t0, 3), "flip": flip})
     return evaluate_run(dataset, manifest, feats, out_metrics, out_ranks, feature_rows=rows, provenance=prov,
                         device=device, **kwargs)
+
+
+def evaluate_checkpoint(dataset: str, manifest_path: os.PathLike | str, model_path: os.PathLike | str,
+                        out_metrics: os.PathLike | str, out_ranks: os.PathLike | str, *,
+                        settings: Mapping[str, Any], device: str = "auto", threads: Optional[int] = None,
+                        run: Optional[Mapping[str, Any]] = None) -> Dict[str, ProtocolResult]:
+    """The ``evaluate`` rule: load ``model.pt`` (RGB branch), run every protocol, write both files.
+
+    ``settings`` is the config's ``evaluate`` section (flip, metric, rerank, rerank_k1/k2/lambda,
+    single_shot_trials, seed, batch_size, topk, workers); ``run`` describes the run (dataset,
+    experiment, masks, seed) and is recorded in the provenance with the model's training settings.
+    """
+    from ..devices import select_device
+    from ..models.export import load_model
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    dev = select_device(device, key="evaluate.device")
+    model, transform, meta = load_model(model_path, dev)
+    manifest = pd.read_csv(manifest_path)
+    s = dict(settings)
+    config = {"run": dict(run or {}), "train": meta.get("settings"), "evaluate": s, "model": str(model_path)}
+    return evaluate_model(
+        dataset, manifest, model, transform, out_metrics, out_ranks, flip=bool(s.get("flip", False)),
+        batch_size=int(s.get("batch_size", 64)), device=dev, num_workers=int(s.get("workers", 0)),
+        config=config, seed=int(s.get("seed", 0)), metric=s.get("metric", "euclidean"),
+        rerank=bool(s.get("rerank", False)), rerank_k1=int(s.get("rerank_k1", 20)),
+        rerank_k2=int(s.get("rerank_k2", 6)), rerank_lambda=float(s.get("rerank_lambda", 0.3)),
+        single_shot_trials=int(s.get("single_shot_trials", 10)), topk=int(s.get("topk", 10)))

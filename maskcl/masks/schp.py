@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
+from ..devices import select_device
 from .affine import invert_affine, letterbox_affine, warp_affine
 from .checkpoint import _missing_message, file_sha256, get_variant, load_schp
 from .schp_net import AugmentCE2P
@@ -39,14 +40,8 @@ _AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(device: Union[str, torch.device]) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else is checked to exist."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"masks.schp.device is {device!r} but no CUDA device is available; "
-                          f"set it to cpu or auto")
-    return dev
+    """``masks.schp.device`` → this job's device; ``auto`` claims a GPU of its own (``maskcl.devices``)."""
+    return select_device(device, key="masks.schp.device")
 
 
 class SCHPParser:

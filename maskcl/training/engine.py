@@ -1,0 +1,200 @@
+"""The training engine shared by every method: loop, schedule, logs, checkpoints and resume.
+
+Resumable state lives in ``state_dir`` (never a Snakemake-declared output, which Snakemake deletes
+when a job fails): after every epoch the model, optimiser, scheduler, memories, pseudo-labels and
+the log rows are written atomically to ``state_dir/checkpoint.pt``. A rerun with the same settings,
+seed and data continues after the last finished epoch. Every random source is re-seeded from
+(seed, epoch) at the start of an epoch, so a resumed run produces exactly the metrics of an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..io import atomic_path, write_text_atomic
+from ..models.export import MODEL_FORMAT
+from .methods import METHODS, TrainData
+from .settings import TrainSettings
+
+__all__ = ["resolve_device", "seed_everything", "train", "TrainResult", "MODEL_FORMAT"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "maskcl-train-state/1"
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``train.device`` → this job's device; ``auto`` claims a GPU of its own (``maskcl.devices``)."""
+    from ..devices import select_device
+
+    return select_device(spec, key="train.device")
+
+
+def seed_everything(seed: int, epoch: int = 0) -> None:
+    """Seed python, numpy and torch from (seed, epoch)."""
+    s = int(np.random.SeedSequence([seed, epoch, 0x4D43]).generate_state(1)[0])
+    random.seed(s)
+    np.random.seed(s % (2**32))
+    torch.manual_seed(s)
+
+
+def _worker_init(worker_id: int) -> None:
+    s = torch.initial_seed() % (2**32)
+    random.seed(s)
+    np.random.seed(s)
+
+
+@dataclass
+class TrainResult:
+    epochs_run: int
+    resumed_from: Optional[int]
+    log_rows: List[Dict[str, Any]]
+    seconds: float
+
+
+def _autocast(device: torch.device, amp: str):
+    if device.type == "cuda" and amp in ("auto", "bf16", "on"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cuda" and amp == "fp16":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return nullcontext()
+
+
+def _rows_to_csv(rows: List[Dict[str, Any]]) -> str:
+    keys: List[str] = []
+    for r in rows:
+        for k in r:
+            if k not in keys:
+                keys.append(k)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _save_state(path: Path, payload: Dict[str, Any]) -> None:
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(payload, tmp)
+
+
+def train(settings: TrainSettings, data: TrainData, *, seed: int, out_model: str, out_log: str,
+          state_dir: str, threads: Optional[int] = None, progress: bool = True,
+          stop_after_epoch: Optional[int] = None) -> TrainResult:
+    """Train ``settings.method`` on ``data``; write ``out_model`` (model.pt) and ``out_log`` (CSV).
+
+    ``stop_after_epoch`` ends the process-level run early after that epoch has been checkpointed (used
+    to test resume); the outputs are then not written.
+    """
+    t0 = time.time()
+    if threads:
+        torch.set_num_threads(int(threads))
+    device = resolve_device(settings.device)
+    seed_everything(seed)
+    method = METHODS.build(settings.method, settings, data, device)
+    params = [p for p in method.module.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.step_size, gamma=settings.gamma)
+    digest = settings.digest(seed=seed, data=data.digest())
+    state_path = Path(state_dir) / "checkpoint.pt"
+    rows: List[Dict[str, Any]] = []
+    start_epoch, resumed_from = 0, None
+    if state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state.get("format") == CHECKPOINT_FORMAT and state.get("digest") == digest:
+            method.load_module_state(state["module"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            method.load_extra_state(state["extra"])
+            rows = list(state["rows"])
+            start_epoch = resumed_from = int(state["epoch"]) + 1
+            log.info("resuming from epoch %d of %d (state %s)", start_epoch + 1, settings.epochs, state_path)
+        else:
+            log.info("discarding stale training state %s (settings, seed or data changed)", state_path)
+            shutil.rmtree(state_dir, ignore_errors=True)
+    if resumed_from is None:
+        log.info("starting %s from scratch on %d images (%s, device %s)", settings.method, len(data),
+                 settings.arch, device)
+        method.start()
+    for epoch in range(start_epoch, settings.epochs):
+        rows.append(_run_epoch(method, settings, data, epoch, seed, optimizer, scheduler, device, progress))
+        _save_state(state_path, {
+            "format": CHECKPOINT_FORMAT, "digest": digest, "epoch": epoch,
+            "module": method.module.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "extra": method.extra_state(), "rows": rows})
+        write_text_atomic(Path(state_dir) / "train_log.csv", _rows_to_csv(rows))
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            return TrainResult(epoch + 1 - start_epoch, resumed_from, rows, time.time() - t0)
+    _export(method, settings, data, seed, out_model)
+    write_text_atomic(out_log, _rows_to_csv(rows))
+    return TrainResult(settings.epochs - start_epoch, resumed_from, rows, time.time() - t0)
+
+
+def _run_epoch(method: Any, s: TrainSettings, data: TrainData, epoch: int, seed: int, optimizer: Any,
+               scheduler: Any, device: torch.device, progress: bool) -> Dict[str, Any]:
+    """Pseudo-labels, then ``s.iters`` optimisation steps; returns the epoch's log row."""
+    t0 = time.time()
+    seed_everything(seed, epoch)
+    stats = method.prepare_epoch(epoch)
+    t_cluster = time.time() - t0
+    from .sampler import CameraAwarePKSampler
+
+    sampler = CameraAwarePKSampler(method.labels, data.camids, s.batch_size, s.num_instances, s.iters, seed)
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, 7]).generate_state(1)[0]))
+    loader = DataLoader(method.dataset(), batch_sampler=list(sampler.seeded_batches(epoch)),
+                        num_workers=s.workers, worker_init_fn=_worker_init, generator=gen,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    method.module.train()
+    sums: Dict[str, float] = {}
+    n = 0
+    bar = tqdm(loader, total=s.iters, desc=f"{s.method} epoch {epoch + 1}/{s.epochs}", disable=not progress,
+               leave=False, mininterval=2.0)
+    for it, batch in enumerate(bar):
+        method.step_seed = int(np.random.SeedSequence([seed, epoch, it, 0x6A7E]).generate_state(1)[0])
+        with _autocast(device, s.amp):
+            loss, terms = method.step(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        method.after_step()
+        n += 1
+        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+    lr = optimizer.param_groups[0]["lr"]
+    scheduler.step()
+    row: Dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
+    row.update({k: v / max(n, 1) for k, v in sums.items()})
+    row.update(stats)
+    row["cluster_s"] = round(t_cluster, 3)
+    row["epoch_s"] = round(time.time() - t0, 3)
+    log.info("epoch %d/%d: %s", epoch + 1, s.epochs,
+             ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    return row
+
+
+def _export(method: Any, s: TrainSettings, data: TrainData, seed: int, out_model: str) -> None:
+    payload = {
+        "format": MODEL_FORMAT, "method": s.method, "arch": s.arch, "dim": method.rgb_backbone().dim,
+        "pooling": s.pooling, "last_stride": s.last_stride, "input_size": [s.height, s.width],
+        "settings": s.to_dict(), "seed": seed, "epochs": s.epochs, "train_images": len(data),
+    }
+    payload.update(method.export())
+    with atomic_path(out_model, suffix=".pt") as tmp:
+        torch.save(payload, tmp)

@@ -1,0 +1,98 @@
+"""Camera-aware PK sampling (ClusterContrast's ``RandomMultipleGallerySampler``, used by MaskCL).
+
+For every pseudo-label in random order: one random anchor, then K−1 members of the same label seen by
+*other* cameras (without replacement when there are enough, else with replacement); when the label
+has no other camera, K−1 other members of any camera; a singleton contributes only its anchor. The
+sampler owns a seeded ``numpy.random.Generator``, so an epoch's order is a function of (seed, epoch)
+and a resumed run draws exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterator, List, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["CameraAwarePKSampler", "pk_indices"]
+
+
+def pk_indices(labels: Sequence[int], cams: Sequence[int], num_instances: int,
+               rng: np.random.Generator) -> List[int]:
+    """One pass over all labels (outliers −1 excluded) as a flat list of sample indices."""
+    labels = np.asarray(labels)
+    cams = np.asarray(cams)
+    members: Dict[int, np.ndarray] = {}
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    uniq, starts = np.unique(sorted_labels, return_index=True)
+    bounds = list(starts) + [len(order)]
+    for i, lab in enumerate(uniq):
+        if lab >= 0:
+            members[int(lab)] = order[bounds[i]:bounds[i + 1]]
+    keys = np.array(sorted(members), dtype=np.int64)
+    out: List[int] = []
+    for lab in keys[rng.permutation(len(keys))]:
+        idx = members[int(lab)]
+        anchor = int(idx[rng.integers(len(idx))])
+        out.append(anchor)
+        if num_instances <= 1:
+            continue
+        others = idx[idx != anchor]
+        if len(others) == 0:
+            continue
+        other_cam = others[cams[others] != cams[anchor]]
+        pool = other_cam if len(other_cam) > 0 else others
+        replace = len(pool) < num_instances - 1
+        out.extend(int(j) for j in rng.choice(pool, size=num_instances - 1, replace=replace))
+    return out
+
+
+class CameraAwarePKSampler:
+    """Yields exactly ``iters × batch_size`` indices per epoch, restarting passes as needed.
+
+    Batches are consecutive chunks of ``batch_size`` indices (so a batch holds about
+    batch_size / K labels); a pass whose tail cannot fill a batch is dropped, as with
+    ``drop_last=True`` in the official loader. ``seeded_batches`` pairs every index with its own
+    augmentation seed (see ``maskcl.training.data``).
+    """
+
+    def __init__(self, labels: Sequence[int], cams: Sequence[int], batch_size: int, num_instances: int,
+                 iters: int, seed: int) -> None:
+        self.labels = np.asarray(labels)
+        self.cams = np.asarray(cams)
+        self.batch_size = batch_size
+        self.num_instances = num_instances
+        self.iters = iters
+        self.seed = seed
+        if not (self.labels >= 0).any():
+            raise ValueError("no labelled samples to sample from")
+
+    def seeded_batches(self, epoch: int) -> Iterator[List[Tuple[int, int]]]:
+        """``batches(epoch)`` with an augmentation seed per position, from (seed, epoch, iteration)."""
+        for it, batch in enumerate(self.batches(epoch)):
+            seeds = np.random.SeedSequence([self.seed, epoch, it, 0xA6]).generate_state(len(batch))
+            yield [(i, int(s)) for i, s in zip(batch, seeds)]
+
+    def batches(self, epoch: int) -> Iterator[List[int]]:
+        rng = np.random.default_rng([self.seed, epoch, 0x5A4D])
+        pending: List[int] = []
+        produced = 0
+        while produced < self.iters:
+            pass_idx = pk_indices(self.labels, self.cams, self.num_instances, rng)
+            full = len(pass_idx) // self.batch_size * self.batch_size
+            if full == 0 and not pending:
+                # fewer samples in a pass than one batch: concatenate passes until a batch fills
+                pending.extend(pass_idx)
+                if len(pending) >= self.batch_size:
+                    yield pending[:self.batch_size]
+                    pending = []
+                    produced += 1
+                continue
+            pass_idx = pending + pass_idx if pending else pass_idx
+            pending = []
+            full = len(pass_idx) // self.batch_size * self.batch_size
+            for start in range(0, full, self.batch_size):
+                if produced >= self.iters:
+                    return
+                yield pass_idx[start:start + self.batch_size]
+                produced += 1

@@ -1,0 +1,83 @@
+"""Training hyper-parameters as one typed record.
+
+Defaults are the official MaskCL code's (``CMC.py`` argparse defaults, ``run_code.sh`` turning on
+refinement); the JSON schema carries the same defaults, and ``config.yaml`` overrides them for the CPU
+SynthCC run. ``TrainSettings.from_dict`` refuses unknown keys with the list of known ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping
+
+from ..errors import ConfigError
+
+__all__ = ["TrainSettings"]
+
+
+@dataclass
+class TrainSettings:
+    method: str = "maskcl"
+    # backbone and input
+    arch: str = "resnet50"
+    pretrained: str = "imagenet"
+    pooling: str = "avg"
+    last_stride: int = 1
+    height: int = 256
+    width: int = 128
+    pad: int = 10
+    erasing: float = 0.5
+    # optimisation
+    epochs: int = 60
+    iters: int = 400
+    batch_size: int = 64
+    num_instances: int = 4
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    step_size: int = 20
+    gamma: float = 0.1
+    # memories and losses
+    temp: float = 0.05
+    momentum: float = 0.2
+    focal_gamma: float = 4.0
+    allknn: int = 0
+    neighbour_loss: bool = True
+    crossview_loss: bool = True
+    mask_loss: bool = True
+    fusion_loss: bool = True
+    # clustering
+    cluster_on: str = "rgb"
+    eps: float = 0.6
+    eps_gap: float = 0.02
+    min_samples: int = 4
+    k1: int = 30
+    k2: int = 6
+    refine: bool = True
+    ratio_cluster: float = 1.0
+    knn_backend: str = "auto"
+    # execution
+    bn_groups: int = 1
+    amp: str = "auto"
+    channels_last: str = "auto"
+    workers: int = 4
+    device: str = "auto"
+    extras: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainSettings":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(k for k in values if k not in names)
+        if unknown:
+            raise ConfigError(f"config train: unknown key(s) {unknown}; known keys: {sorted(names - {'extras'})}")
+        return cls(**dict(values))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self, **context: Any) -> str:
+        """A stable hash of the settings plus context (seed, data), naming resumable state."""
+        blob = json.dumps({"settings": self.to_dict(), **context}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

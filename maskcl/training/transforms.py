@@ -1,0 +1,75 @@
+"""Augmentations of the official MaskCL/ClusterContrast training loaders.
+
+RGB: resize (bicubic) → horizontal flip 0.5 → pad → random crop → tensor → ImageNet normalise →
+random erasing (p 0.5, area 0.02–0.4, aspect ≥ 0.3, filled with the ImageNet mean *after*
+normalisation, as the official custom class does). Masks: the same with Grayscale(3) right after the
+resize. RGB and mask draw their random parameters independently (official behaviour).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Sequence, Tuple
+
+import torch
+from torchvision import transforms as T
+from torchvision.transforms import InterpolationMode
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "RandomErasingMean", "train_transform", "test_transform"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class RandomErasingMean:
+    """Random erasing filled with fixed per-channel values (the official ``RandomErasing``).
+
+    Uses Python's ``random`` module, which DataLoader workers seed deterministically.
+    """
+
+    def __init__(self, probability: float = 0.5, sl: float = 0.02, sh: float = 0.4, r1: float = 0.3,
+                 mean: Sequence[float] = IMAGENET_MEAN) -> None:
+        self.probability, self.sl, self.sh, self.r1 = probability, sl, sh, r1
+        self.mean = tuple(mean)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if random.uniform(0, 1) >= self.probability:
+            return img
+        _, h, w = img.shape
+        area = h * w
+        for _ in range(100):
+            target = random.uniform(self.sl, self.sh) * area
+            aspect = random.uniform(self.r1, 1 / self.r1)
+            eh = int(round(math.sqrt(target * aspect)))
+            ew = int(round(math.sqrt(target / aspect)))
+            if ew < w and eh < h:
+                x1 = random.randint(0, h - eh)
+                y1 = random.randint(0, w - ew)
+                for c in range(img.shape[0]):
+                    img[c, x1:x1 + eh, y1:y1 + ew] = self.mean[c]
+                return img
+        return img
+
+
+def train_transform(size: Tuple[int, int], pad: int = 10, erasing: float = 0.5, grayscale: bool = False,
+                    flip: float = 0.5) -> T.Compose:
+    """Training augmentation for an RGB image (``grayscale=False``) or a mask (``grayscale=True``)."""
+    ops = [T.Resize(size, interpolation=InterpolationMode.BICUBIC)]
+    if grayscale:
+        ops.append(T.Grayscale(num_output_channels=3))
+    ops += [T.RandomHorizontalFlip(p=flip)]
+    if pad > 0:
+        ops += [T.Pad(pad), T.RandomCrop(size)]
+    ops += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if erasing > 0:
+        ops.append(RandomErasingMean(probability=erasing, mean=IMAGENET_MEAN))
+    return T.Compose(ops)
+
+
+def test_transform(size: Tuple[int, int], grayscale: bool = False) -> T.Compose:
+    ops = [T.Resize(size, interpolation=InterpolationMode.BICUBIC)]
+    if grayscale:
+        ops.append(T.Grayscale(num_output_channels=3))
+    ops += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return T.Compose(ops)

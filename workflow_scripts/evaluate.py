@@ -1,0 +1,14 @@
+"""Adapter: evaluate one trained run under every protocol of its dataset."""
+
+from maskcl.evaluation import evaluate_checkpoint
+from maskcl.workflow import run_job
+
+
+def main(smk):
+    job = smk.params.job
+    evaluate_checkpoint(smk.wildcards.dataset, smk.input.manifest, smk.input.model, smk.output.metrics,
+                        smk.output.ranks, settings=job["settings"], device=job["settings"]["device"],
+                        threads=smk.threads, run=job["run"])
+
+
+run_job(main, snakemake)  # noqa: F821 - injected by Snakemake
