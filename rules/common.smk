@@ -215,7 +215,9 @@ def train_params(wildcards):
 
 
 def train_gpus(wildcards):
-    return 0 if _run_settings(wildcards)["device"] == "cpu" else 1
+    """GPUs of one training job: train.world_size (torchrun DDP ranks), none on the CPU."""
+    s = _run_settings(wildcards)
+    return 0 if s["device"] == "cpu" else int(s["world_size"])
 
 
 def pretrain_gpus(wildcards):

@@ -60,3 +60,26 @@ def label_stats(labels: np.ndarray, pids: np.ndarray, clothes: np.ndarray) -> Di
         out[f"ari_{name}"] = q.ari
         out[f"purity_{name}"] = q.purity
     return out
+
+
+def neighbour_precision(labels: np.ndarray, nbr_idx: torch.Tensor, truth: np.ndarray) -> float:
+    """Share of (class, neighbour class) pairs whose majority ground-truth label agrees (logging only).
+
+    Measures whether MaskCL's cluster-neighbour structure links clusters of the same person; only
+    classes with at least two members count.
+    """
+    labels = np.asarray(labels)
+    keep = labels >= 0
+    c = int(labels[keep].max()) + 1 if keep.any() else 0
+    if c == 0 or nbr_idx.numel() == 0:
+        return float("nan")
+    _, t = np.unique(np.asarray(truth)[keep], return_inverse=True)
+    table = np.zeros((c, int(t.max()) + 1), dtype=np.int64)
+    np.add.at(table, (labels[keep], t), 1)
+    majority = table.argmax(1)
+    sizes = table.sum(1)
+    nb = nbr_idx.cpu().numpy()
+    rows = np.nonzero(sizes >= 2)[0]
+    if len(rows) == 0:
+        return float("nan")
+    return float((majority[nb[rows]] == majority[rows, None]).mean())

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from ..io import atomic_path, write_text_atomic
 from ..models.export import MODEL_FORMAT
+from .ddp import LocalComm
 from .methods import METHODS, TrainData
 from .settings import TrainSettings
 
@@ -96,18 +97,22 @@ def _save_state(path: Path, payload: Dict[str, Any]) -> None:
 
 def train(settings: TrainSettings, data: TrainData, *, seed: int, out_model: str, out_log: str,
           state_dir: str, threads: Optional[int] = None, progress: bool = True,
-          stop_after_epoch: Optional[int] = None) -> TrainResult:
+          stop_after_epoch: Optional[int] = None, comm: Optional[LocalComm] = None) -> TrainResult:
     """Train ``settings.method`` on ``data``; write ``out_model`` (model.pt) and ``out_log`` (CSV).
 
     ``stop_after_epoch`` ends the process-level run early after that epoch has been checkpointed (used
-    to test resume); the outputs are then not written.
+    to test resume); the outputs are then not written. ``comm`` is this process's place in a DDP job
+    (``maskcl.training.ddp.DistComm``: its device, its slice of every batch, rank 0 writes); default
+    one process.
     """
     t0 = time.time()
+    comm = comm if comm is not None else LocalComm()
     if threads:
         torch.set_num_threads(int(threads))
-    device = resolve_device(settings.device)
+    device = comm.device or resolve_device(settings.device)
     seed_everything(seed)
-    method = METHODS.build(settings.method, settings, data, device)
+    method = METHODS.build(settings.method, comm.method_settings(settings), data, device)
+    method.comm = comm
     params = [p for p in method.module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.step_size, gamma=settings.gamma)
@@ -115,8 +120,9 @@ def train(settings: TrainSettings, data: TrainData, *, seed: int, out_model: str
     state_path = Path(state_dir) / "checkpoint.pt"
     rows: List[Dict[str, Any]] = []
     start_epoch, resumed_from = 0, None
-    if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    state = torch.load(state_path, map_location="cpu", weights_only=True) if state_path.exists() else None
+    comm.barrier()  # every rank has read the state before rank 0 may discard it
+    if state is not None:
         if state.get("format") == CHECKPOINT_FORMAT and state.get("digest") == digest:
             method.load_module_state(state["module"])
             optimizer.load_state_dict(state["optimizer"])
@@ -127,22 +133,25 @@ def train(settings: TrainSettings, data: TrainData, *, seed: int, out_model: str
             log.info("resuming from epoch %d of %d (state %s)", start_epoch + 1, settings.epochs, state_path)
         else:
             log.info("discarding stale training state %s (settings, seed or data changed)", state_path)
-            shutil.rmtree(state_dir, ignore_errors=True)
+            if comm.is_main:
+                shutil.rmtree(state_dir, ignore_errors=True)
     if resumed_from is None:
         log.info("starting %s from scratch on %d images (%s, device %s)", settings.method, len(data),
                  settings.arch, device)
         method.start()
     for epoch in range(start_epoch, settings.epochs):
         rows.append(_run_epoch(method, settings, data, epoch, seed, optimizer, scheduler, device, progress))
-        _save_state(state_path, {
-            "format": CHECKPOINT_FORMAT, "digest": digest, "epoch": epoch,
-            "module": method.module.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "extra": method.extra_state(), "rows": rows})
-        write_text_atomic(Path(state_dir) / "train_log.csv", _rows_to_csv(rows))
+        if comm.is_main:  # every rank holds the same state; one writes it
+            _save_state(state_path, {
+                "format": CHECKPOINT_FORMAT, "digest": digest, "epoch": epoch,
+                "module": method.module.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "extra": method.extra_state(), "rows": rows})
+            write_text_atomic(Path(state_dir) / "train_log.csv", _rows_to_csv(rows))
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             return TrainResult(epoch + 1 - start_epoch, resumed_from, rows, time.time() - t0)
-    _export(method, settings, data, seed, out_model)
-    write_text_atomic(out_log, _rows_to_csv(rows))
+    if comm.is_main:
+        _export(method, settings, data, seed, out_model)
+        write_text_atomic(out_log, _rows_to_csv(rows))
     return TrainResult(settings.epochs - start_epoch, resumed_from, rows, time.time() - t0)
 
 
@@ -157,7 +166,9 @@ def _run_epoch(method: Any, s: TrainSettings, data: TrainData, epoch: int, seed:
 
     sampler = CameraAwarePKSampler(method.labels, data.camids, s.batch_size, s.num_instances, s.iters, seed)
     gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, 7]).generate_state(1)[0]))
-    loader = DataLoader(method.dataset(), batch_sampler=list(sampler.seeded_batches(epoch)),
+    # the global batches; under DDP each rank keeps its contiguous slice of every one
+    loader = DataLoader(method.dataset(), batch_sampler=[method.comm.local_batch(b)
+                                                         for b in sampler.seeded_batches(epoch)],
                         num_workers=s.workers, worker_init_fn=_worker_init, generator=gen,
                         pin_memory=device.type == "cuda", persistent_workers=False)
     method.module.train()
@@ -177,6 +188,7 @@ def _run_epoch(method: Any, s: TrainSettings, data: TrainData, epoch: int, seed:
         sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
+    sums = method.comm.mean(sums)  # under DDP: the mean over ranks = the global-batch mean
     lr = optimizer.param_groups[0]["lr"]
     scheduler.step()
     row: Dict[str, Any] = {"epoch": epoch + 1, "lr": lr}

@@ -30,9 +30,9 @@ from ..models.maskcl_net import MaskCLNet
 from ..models.memory import ClusterMemory, InstanceMemory
 from ..registry import Registry
 from . import losses
-from .clustering_step import EpochClusters, cluster_epoch, label_stats
+from .clustering_step import EpochClusters, cluster_epoch, label_stats, neighbour_precision
 from .data import ImageSet, PairedImageSet
-from .features import extract_features
+from .ddp import LocalComm
 from .neighbours import centroid_neighbours, curriculum_k
 from .settings import TrainSettings
 from .transforms import test_transform, train_transform
@@ -89,6 +89,7 @@ class _Base:
         self.labels: np.ndarray = np.zeros(len(data), dtype=np.int64)
         self.module: nn.Module
         self.step_seed = 0  # set by the engine before every step
+        self.comm = LocalComm()  # process layout; the engine gives each DDP rank its own (maskcl.training.ddp)
 
     # hooks --------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -124,8 +125,8 @@ class _Base:
 
     def _extract_rgb(self, net: nn.Module) -> torch.Tensor:
         ds = ImageSet(self.data.paths, test_transform(self.size))
-        return extract_features(net, ds, batch_size=self.eval_batch, device=self.device,
-                                workers=self.s.workers, channels_last=self.s.channels_last)
+        return self.comm.extract(net, ds, batch_size=self.eval_batch, device=self.device,
+                                 workers=self.s.workers, channels_last=self.s.channels_last)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -176,8 +177,8 @@ class MaskCLMethod(_Base):
         net = self.net
         f_r = self._extract_rgb(net.rgb)
         mask_ds = ImageSet(self.data.mask_paths, test_transform(self.size, grayscale=True))
-        f_m = extract_features(net.mask, mask_ds, batch_size=self.eval_batch, device=self.device,
-                               workers=self.s.workers, channels_last=self.s.channels_last)
+        f_m = self.comm.extract(net.mask, mask_ds, batch_size=self.eval_batch, device=self.device,
+                                workers=self.s.workers, channels_last=self.s.channels_last)
         net.fusion.eval()
         f_f = net.fusion(f_r.to(self.device), f_m.to(self.device)).cpu()
         self.module["mem_rgb"].init_features(f_r)
@@ -197,8 +198,8 @@ class MaskCLMethod(_Base):
 
     def prepare_epoch(self, epoch: int) -> Dict[str, Any]:
         s = self.s
-        clusters: EpochClusters = cluster_epoch(
-            self._cluster_features().detach().cpu().float(), eps=s.eps, eps_gap=s.eps_gap,
+        clusters: EpochClusters = self.comm.on_main(  # rank 0 clusters, every rank gets the result
+            cluster_epoch, self._cluster_features().detach().cpu().float(), eps=s.eps, eps_gap=s.eps_gap,
             min_samples=s.min_samples, k1=s.k1, k2=s.k2, refine=s.refine, ratio=s.ratio_cluster,
             outliers="singleton", knn_backend=s.knn_backend)
         self.labels = clusters.labels
@@ -213,6 +214,9 @@ class MaskCLMethod(_Base):
         stats = clusters.stats()
         stats["neighbours_k"] = self.k_epoch
         stats.update(label_stats(self.labels, self.data.pids, self.data.clothes))
+        if self.k_epoch > 0:  # does the neighbour structure link clusters of the same person? (logging only)
+            stats["nbr_precision_id"] = neighbour_precision(self.labels, self.nbr_idx, self.data.pids)
+            stats["nbr_precision_clothes"] = neighbour_precision(self.labels, self.nbr_idx, self.data.clothes)
         return stats
 
     def step(self, batch: Tuple[torch.Tensor, ...]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
@@ -220,7 +224,7 @@ class MaskCLMethod(_Base):
         x, xm, idx = batch
         idx = idx.to(self.device)
         self._gate_draws: List[int] = []
-        out = self.net(self._input(x), self._input(xm))
+        out = self.comm.forward(self.net, self._input(x), self._input(xm))
         y = self._labels_dev[idx]
         terms: Dict[str, torch.Tensor] = {}
         feats = {"rgb": out.f_rgb.float(), "mask": out.f_mask.float(), "fused": out.f_fused.float()}
@@ -243,16 +247,22 @@ class MaskCLMethod(_Base):
         return total, terms
 
     def _gates(self, w: torch.Tensor) -> torch.Tensor:
-        """Bernoulli(w) gates drawn from a generator seeded per step (identical on every layout)."""
+        """Bernoulli(w) gates drawn for the global batch from a generator seeded per step, then this
+        process's rows kept (identical on every layout: one process or DDP ranks)."""
         gen = torch.Generator().manual_seed(self.step_seed + len(self._gate_draws))
         self._gate_draws.append(1)
-        return torch.bernoulli(w.detach().float().clamp(0.0, 1.0).cpu(), generator=gen).to(w.device)
+        w_all = self.comm.gather(w.detach().float())[0]
+        gates = torch.bernoulli(w_all.clamp(0.0, 1.0).cpu(), generator=gen)
+        return self.comm.local_part(gates).to(w.device)
 
     @torch.no_grad()
     def after_step(self) -> None:
         idx, feats = self._last
-        for stream in ("rgb", "mask", "fused"):
-            self.module[f"mem_{stream}"].update(idx, feats[stream])
+        streams = ("rgb", "mask", "fused")
+        # the whole (global) batch in batch order, so every rank's memories get the same updates
+        idx, *fs = self.comm.gather(idx, *(feats[k].detach() for k in streams))
+        for stream, f in zip(streams, fs):
+            self.module[f"mem_{stream}"].update(idx, f)
         self._last = None
 
     def load_extra_state(self, state: Dict[str, Any]) -> None:
@@ -282,9 +292,9 @@ class ClusterContrastMethod(_Base):
 
     def _epoch_labels(self, feats: torch.Tensor) -> Tuple[np.ndarray, Dict[str, Any]]:
         s = self.s
-        clusters = cluster_epoch(feats, eps=s.eps, eps_gap=s.eps_gap, min_samples=s.min_samples, k1=s.k1,
-                                 k2=s.k2, refine=False, ratio=s.ratio_cluster, outliers="drop",
-                                 knn_backend=s.knn_backend)
+        clusters = self.comm.on_main(cluster_epoch, feats, eps=s.eps, eps_gap=s.eps_gap, min_samples=s.min_samples,
+                                     k1=s.k1, k2=s.k2, refine=False, ratio=s.ratio_cluster, outliers="drop",
+                                     knn_backend=s.knn_backend)
         return clusters.labels, clusters.stats()
 
     def prepare_epoch(self, epoch: int) -> Dict[str, Any]:
@@ -306,7 +316,7 @@ class ClusterContrastMethod(_Base):
     def step(self, batch: Tuple[torch.Tensor, ...]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         x, idx = batch
         idx = idx.to(self.device)
-        f, _ = self.module["net"](self._input(x))
+        f, _ = self.comm.forward(self.module["net"], self._input(x))
         f = f.float()
         y = self._labels_dev[idx]
         loss = losses.cluster_contrast_loss(self.module["memory"].logits(f), y)
@@ -315,7 +325,7 @@ class ClusterContrastMethod(_Base):
 
     @torch.no_grad()
     def after_step(self) -> None:
-        y, f = self._last
+        y, f = self.comm.gather(*self._last)  # the whole (global) batch in batch order
         self.module["memory"].update(y, f)
         self._last = None
 

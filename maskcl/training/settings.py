@@ -64,6 +64,8 @@ class TrainSettings:
     channels_last: str = "auto"
     workers: int = 4
     device: str = "auto"
+    world_size: int = 1  # torchrun DDP processes (GPUs) per job; maskcl.training.ddp
+    dist_backend: str = "auto"
     extras: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod

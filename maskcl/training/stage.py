@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from ..errors import DatasetError
+from ..errors import ConfigError, DatasetError
 from .methods import METHODS, TrainData
 from .settings import TrainSettings
 
@@ -40,8 +40,13 @@ def train_data_from_manifest(manifest: pd.DataFrame, mask_index: Optional[pd.Dat
 
 def train_stage(manifest_path: str, mask_index_path: Optional[str], mask_mode: str, settings: Mapping[str, Any],
                 seed: int, out_model: str, out_log: str, state_dir: str, threads: Optional[int] = None,
-                progress: bool = True) -> None:
-    """Train one run (method in ``settings['method']``) and write ``model.pt`` and ``train_log.csv``."""
+                progress: bool = True, comm: Any = None) -> None:
+    """Train one run (method in ``settings['method']``) and write ``model.pt`` and ``train_log.csv``.
+
+    With ``train.world_size`` W > 1 this process launches W torchrun DDP ranks, each of which calls
+    back here with its ``comm`` (``maskcl.training.ddp``), and waits for them.
+    """
+    from .ddp import check_settings, launch
     from .engine import train
 
     s = TrainSettings.from_dict(settings)
@@ -51,8 +56,16 @@ def train_stage(manifest_path: str, mask_index_path: Optional[str], mask_mode: s
     if method.uses_masks and index is None:
         raise DatasetError(f"method {s.method} needs masks: give the mask index of masks.train_source")
     data = train_data_from_manifest(manifest, index, mask_mode)
+    check_settings(s)
+    if s.world_size > 1 and comm is None:
+        launch(dict(manifest_path=manifest_path, mask_index_path=mask_index_path, mask_mode=mask_mode,
+                    settings=dict(settings), seed=seed, out_model=out_model, out_log=out_log, state_dir=state_dir),
+               s, threads=threads, progress=progress)
+        return
+    if comm is not None and comm.world_size != s.world_size:
+        raise ConfigError(f"config train.world_size is {s.world_size} but this job runs {comm.world_size} processes")
     res = train(s, data, seed=seed, out_model=out_model, out_log=out_log, state_dir=state_dir,
-                threads=threads, progress=progress)
+                threads=threads, progress=progress, comm=comm)
     log.info("trained %s for %d epoch(s) in %.1f s%s", s.method, res.epochs_run, res.seconds,
              f" (resumed from epoch {res.resumed_from})" if res.resumed_from is not None else "")
 
