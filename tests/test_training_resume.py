@@ -30,7 +30,7 @@ from maskcl.training.stage import train_stage
 a = json.loads(sys.argv[1])
 setup_logging(a["log"])
 train_stage(a["manifest"], a["masks"], "silhouette", a["settings"], 0, a["model"], a["train_log"], a["state"],
-            threads=2, progress=False)
+            threads=1, progress=False)
 """
 
 
@@ -72,7 +72,7 @@ def _evaluate(work: Path, name: str) -> dict:
 
     res = evaluate_checkpoint("synthcc", work / "manifest.csv", work / name / "model.pt",
                               work / name / "metrics.json", work / name / "ranks.npz",
-                              settings={"batch_size": 64, "workers": 0}, device="cpu", threads=2)
+                              settings={"batch_size": 64, "workers": 0}, device="cpu", threads=1)
     return {k: (r["mAP"], r["rank1"]) for k, r in res.items()}
 
 

@@ -61,7 +61,7 @@ def test_default_target_builds_every_stage(dag_run):
 def test_tables_hold_both_methods_and_their_protocols(dag_run):
     work, _ = dag_run
     md = (work / "results/tables/results.md").read_text()
-    assert "maskcl" in md and "clustercontrast" in md
+    assert "MaskCL" in md and "ClusterContrast" in md and "Protocol `cc` (headline)" in md
     csv = pd.read_csv(work / "results/tables/results.csv")
     assert {"maskcl", "clustercontrast"} <= set(csv["experiment"])
     assert (work / "results/tables/results.tex").read_text().count("\\toprule") >= 1

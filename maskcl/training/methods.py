@@ -198,6 +198,8 @@ class MaskCLMethod(_Base):
 
     def prepare_epoch(self, epoch: int) -> Dict[str, Any]:
         s = self.s
+        if s.memory_refresh and epoch > 0:  # optional: re-extract instead of trusting the momentum memory
+            self.start()
         clusters: EpochClusters = self.comm.on_main(  # rank 0 clusters, every rank gets the result
             cluster_epoch, self._cluster_features().detach().cpu().float(), eps=s.eps, eps_gap=s.eps_gap,
             min_samples=s.min_samples, k1=s.k1, k2=s.k2, refine=s.refine, ratio=s.ratio_cluster,

@@ -50,6 +50,7 @@ class TrainSettings:
     fusion_loss: bool = True
     # clustering
     cluster_on: str = "rgb"
+    memory_refresh: bool = False
     eps: float = 0.6
     eps_gap: float = 0.02
     min_samples: int = 4
