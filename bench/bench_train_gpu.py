@@ -111,7 +111,7 @@ def step_benchmark(method: str, arch: str, amp: str, bn_groups: int, iters: int,
             "peak_gib": round(peak, 2)}
 
 
-def e2e_benchmark(arch: str, iters: int, workers: int, out_dir: Path) -> dict:
+def e2e_benchmark(arch: str, iters: int, workers: int, out_dir: Path, preset: str = "default") -> dict:
     import numpy as np
     import pandas as pd
     from PIL import Image
@@ -123,7 +123,7 @@ def e2e_benchmark(arch: str, iters: int, workers: int, out_dir: Path) -> dict:
     from maskcl.training.stage import train_data_from_manifest
 
     t0 = time.perf_counter()
-    root = generate_synthcc(out_dir / "synthcc", preset="default", seed=0,
+    root = generate_synthcc(out_dir / "synthcc", preset=preset, seed=0,
                             overrides={"image_height": 256, "image_width": 128}, workers=workers)
     t_gen = time.perf_counter() - t0
     df = load_dataset("synthcc", root)
@@ -157,6 +157,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--e2e", action="store_true")
     ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--preset", default="default", help="SynthCC preset of the --e2e run (tiny for a smoke test)")
+    ap.add_argument("--skip-steps", action="store_true", help="only the --e2e part")
     ap.add_argument("--out", default="bench/out/train_gpu")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
@@ -166,7 +168,7 @@ def main() -> None:
     print(json.dumps(info), flush=True)
     torch.backends.cudnn.benchmark = True
     results = []
-    for method in ("maskcl", "clustercontrast"):
+    for method in (() if a.skip_steps else ("maskcl", "clustercontrast")):
         for amp in ("fp32", "bf16"):
             for groups in ((1, 4) if method == "maskcl" else (1,)):
                 r = step_benchmark(method, a.arch, amp, groups, a.iters, a.batch, n_mem=10000, n_cls=500,
@@ -176,7 +178,7 @@ def main() -> None:
     out = {"info": info, "steps": results}
     if a.e2e:
         torch.backends.cudnn.benchmark = False
-        e = e2e_benchmark(a.arch, a.iters, a.workers, Path(a.out))
+        e = e2e_benchmark(a.arch, a.iters, a.workers, Path(a.out), a.preset)
         print(json.dumps(e), flush=True)
         out["e2e"] = e
     if a.json:

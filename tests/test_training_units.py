@@ -196,3 +196,12 @@ def test_train_settings_refuse_unknown_keys():
         TrainSettings.from_dict({"epochs": 3, "epohcs": 4})
     s = TrainSettings.from_dict({"epochs": 3})
     assert s.epochs == 3 and s.digest(seed=1) != s.digest(seed=2)
+
+
+def test_pk_sampler_fills_batches_when_a_pass_is_shorter_than_a_batch():
+    # one cluster of 4 plus outliers: a pass yields 4 indices, a batch needs 16
+    labels = np.array([0, 0, 0, 0] + [-1] * 20)
+    cams = np.arange(24) % 3
+    s = CameraAwarePKSampler(labels, cams, batch_size=16, num_instances=4, iters=3, seed=0)
+    out = list(s.batches(0))
+    assert len(out) == 3 and all(len(b) == 16 and set(b) <= {0, 1, 2, 3} for b in out)

@@ -75,24 +75,21 @@ class CameraAwarePKSampler:
 
     def batches(self, epoch: int) -> Iterator[List[int]]:
         rng = np.random.default_rng([self.seed, epoch, 0x5A4D])
-        pending: List[int] = []
+        short: List[int] = []  # passes shorter than one batch are concatenated until a batch fills
         produced = 0
         while produced < self.iters:
             pass_idx = pk_indices(self.labels, self.cams, self.num_instances, rng)
-            full = len(pass_idx) // self.batch_size * self.batch_size
-            if full == 0 and not pending:
-                # fewer samples in a pass than one batch: concatenate passes until a batch fills
-                pending.extend(pass_idx)
-                if len(pending) >= self.batch_size:
-                    yield pending[:self.batch_size]
-                    pending = []
-                    produced += 1
-                continue
-            pass_idx = pending + pass_idx if pending else pass_idx
-            pending = []
-            full = len(pass_idx) // self.batch_size * self.batch_size
-            for start in range(0, full, self.batch_size):
+            if len(pass_idx) >= self.batch_size:
+                full = len(pass_idx) // self.batch_size * self.batch_size  # the tail is dropped (drop_last)
+                chunks = [pass_idx[i:i + self.batch_size] for i in range(0, full, self.batch_size)]
+            else:
+                short.extend(pass_idx)
+                chunks = []
+                while len(short) >= self.batch_size:
+                    chunks.append(short[:self.batch_size])
+                    short = short[self.batch_size:]
+            for chunk in chunks:
                 if produced >= self.iters:
                     return
-                yield pass_idx[start:start + self.batch_size]
+                yield chunk
                 produced += 1
