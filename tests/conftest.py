@@ -28,3 +28,38 @@ def layout_paths() -> Dict[str, List[str]]:
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return ROOT
+
+
+def build_tiny_synthcc(work: Path) -> Path:
+    """Tiny SynthCC in ``work`` with ``manifest.csv`` and ``masks.csv`` (ground-truth silhouettes)."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from maskcl.datasets import load_dataset
+    from maskcl.datasets.synthcc import generate_synthcc
+
+    root = generate_synthcc(work / "synthcc", preset="tiny", seed=0)
+    df = load_dataset("synthcc", root)
+    df.to_csv(work / "manifest.csv", index=False)
+    sil = []
+    for rel, par in zip(df["relpath"], df["parsing"]):
+        out = work / "sil" / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        lab = np.array(Image.open(Path(root) / par))
+        Image.fromarray(((lab > 0) * 255).astype(np.uint8)).save(out)
+        sil.append(str(out))
+    pd.DataFrame({"relpath": df["relpath"], "silhouette": sil, "parts": sil}).to_csv(work / "masks.csv", index=False)
+    return work
+
+
+#: A script that trains one run from JSON arguments (tests launch it as a subprocess to kill it).
+TRAIN_RUNNER = """
+import json, sys
+from maskcl.workflow import setup_logging
+from maskcl.training.stage import train_stage
+a = json.loads(sys.argv[1])
+setup_logging(a["log"])
+train_stage(a["manifest"], a["masks"], "silhouette", a["settings"], 0, a["model"], a["train_log"], a["state"],
+            threads=a.get("threads", 1), progress=False)
+"""

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
+
+from conftest import TRAIN_RUNNER, build_tiny_synthcc
 
 from maskcl.errors import ConfigError, MaskCLError
 from maskcl.training.ddp import check_settings
@@ -39,35 +40,12 @@ BASE = dict(arch="resnet18", pretrained="none", height=64, width=32, pad=2, epoc
 COUNTS = ["clusters", "outliers", "ejected", "classes", "singletons"]
 LOSSES = re.compile(r"^(loss|proto_\w+|nbr_\w+|crossview|contrast)$")
 
-RUNNER = """
-import json, sys
-from maskcl.workflow import setup_logging
-from maskcl.training.stage import train_stage
-a = json.loads(sys.argv[1])
-setup_logging(a["log"])
-train_stage(a["manifest"], a["masks"], "silhouette", a["settings"], 0, a["model"], a["train_log"], a["state"],
-            threads=2, progress=False)
-"""
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from maskcl.datasets import load_dataset
-    from maskcl.datasets.synthcc import generate_synthcc
-
-    work = tmp_path_factory.mktemp("ddp")
-    root = generate_synthcc(work / "synthcc", preset="tiny", seed=0)
-    df = load_dataset("synthcc", root)
-    df.to_csv(work / "manifest.csv", index=False)
-    sil = []
-    for rel, par in zip(df["relpath"], df["parsing"]):
-        out = work / "sil" / rel
-        out.parent.mkdir(parents=True, exist_ok=True)
-        lab = np.array(Image.open(Path(root) / par))
-        Image.fromarray(((lab > 0) * 255).astype(np.uint8)).save(out)
-        sil.append(str(out))
-    pd.DataFrame({"relpath": df["relpath"], "silhouette": sil, "parts": sil}).to_csv(work / "masks.csv", index=False)
-    (work / "runner.py").write_text(RUNNER)
+    work = build_tiny_synthcc(tmp_path_factory.mktemp("ddp"))
+    (work / "runner.py").write_text(TRAIN_RUNNER)
     return work
 
 

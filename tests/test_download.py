@@ -30,7 +30,6 @@ from PIL import Image
 
 from conftest import ROOT, layout_paths
 from maskcl.datasets import DATASETS
-from maskcl.datasets.base import ReIDDataset, SplitStats
 from maskcl.download import EXTRACT_MARKER, check_images, fetch_url, prepare_dataset, safe_extract, sha256_file
 from maskcl.errors import ChecksumError, ConfigError, DatasetError, DownloadError, UnsafeArchiveError
 

@@ -602,6 +602,6 @@ def test_evaluate_config_section():
     cfg = validate_config({})
     assert cfg["evaluate"] == {"flip": False, "metric": "euclidean", "rerank": False, "rerank_k1": 20,
                                "rerank_k2": 6, "rerank_lambda": 0.3, "single_shot_trials": 10, "seed": 0,
-                               "batch_size": 64, "topk": 10}
+                               "batch_size": 64, "topk": 10, "workers": 2, "device": "auto"}
     with pytest.raises(MaskCLError, match="evaluate"):
         validate_config({"evaluate": {"metrc": "cosine"}})
