@@ -261,7 +261,7 @@ def test_results_values_and_seed_aggregation(ws, report):
         row = sel.iloc[0]
         assert row["n"] == 2 and row["seeds"] == "0;1"
         section = _md_section(md, "SynthCC", protocol)
-        cells = [c for c in _rows(section, "MaskCL (ours)") if c[1] == "`groundtruth-silhouette`"]
+        cells = [c for c in _rows(section, "MaskCL (re-impl.)") if c[1] == "`groundtruth-silhouette`"]
         assert len(cells) == 1
         md_cells = dict(zip(["label", "masks", "n", "mAP", "mINP", "rank1", "rank5", "rank10"], cells[0]))
         assert md_cells["n"] == "2"
@@ -457,7 +457,7 @@ def test_ablation_tables(report):
     assert set(masks[masks.dataset == "synthcc"].masks) == {"groundtruth-silhouette", "groundtruth-parts"}
     assert set(masks.mask_mode.dropna()) == {"silhouette", "parts"}
     md = (out / "tables" / "ablation_masks.md").read_text()
-    assert "| MaskCL (ours) | `groundtruth` | parts |" in md and "| MaskCL (ours) | `groundtruth` | silhouette |" in md
+    assert "| MaskCL (re-impl.) | `groundtruth` | parts |" in md and "| MaskCL (re-impl.) | `groundtruth` | silhouette |" in md
     meth = pd.read_csv(out / "tables" / "ablation_methods.csv")
     assert "maskcl_no_crossview" not in set(meth.experiment)
     assert {"maskcl", "clustercontrast", "supervised"} <= set(meth.experiment)
@@ -672,7 +672,7 @@ def test_pseudo_label_figure_is_seed_mean(ws, report):
     side = pd.read_csv(out / "figures" / "pseudo_labels" / "synthcc.csv")
     logs = [pd.read_csv(ws / "results" / "synthcc" / "runs" / "maskcl" / "groundtruth-silhouette" / f"seed{s}" /
                         "train_log.csv") for s in (0, 1)]
-    got = side[side.label.str.endswith("[groundtruth-silhouette]") & (side.label.str.startswith("MaskCL (ours) "))
+    got = side[side.label.str.endswith("[groundtruth-silhouette]") & (side.label.str.startswith("MaskCL (re-impl.) "))
                & (side.series == "nmi_clothes")].sort_values("epoch")
     np.testing.assert_allclose(got["mean"], (logs[0]["nmi_clothes"] + logs[1]["nmi_clothes"]) / 2, atol=1e-12)
     assert (got["n"] == 2).all()

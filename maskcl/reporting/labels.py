@@ -51,7 +51,7 @@ PROTOCOL_SHORT: Dict[Tuple[str, str], str] = {
 
 #: Method registry name → row label.
 METHOD_NAMES: Dict[str, str] = {
-    "maskcl": "MaskCL (ours)",
+    "maskcl": "MaskCL (re-impl.)",
     "clustercontrast": "ClusterContrast (re-impl.)",
     "supervised": "supervised (upper bound)",
 }
@@ -88,7 +88,7 @@ def supervision(method: str) -> str:
 
 
 def run_label(experiment: str, method: str) -> str:
-    """``MaskCL (ours)`` for the experiment named after its method, else ``MaskCL (ours): <experiment>``."""
+    """``MaskCL (re-impl.)`` for the experiment named after its method, else ``MaskCL (re-impl.): <experiment>``."""
     name = method_name(method)
     return name if experiment == method else f"{name}: {experiment}"
 

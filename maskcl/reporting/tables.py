@@ -42,7 +42,7 @@ _PUBLISHED_NOTE = ("Published rows quote the cited source (status V: verified th
 
 
 def _label_cell(row: Any) -> Rich:
-    """``MaskCL (ours)`` or ``MaskCL (ours): <experiment>`` with the experiment in monospace."""
+    """``MaskCL (re-impl.)`` or ``MaskCL (re-impl.): <experiment>`` with the experiment in monospace."""
     name = method_name(row["method"])
     if row["experiment"] == row["method"]:
         return (name,)
