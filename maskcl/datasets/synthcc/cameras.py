@@ -8,14 +8,14 @@ their apparent size follows from the camera height and their distance below the 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from . import seeding
-from .config import SynthCCConfig
+from .config import SynthCCConfig, json_record
 
 __all__ = ["CameraSettings", "VIEWS", "sample_camera", "render_scene"]
 
@@ -44,11 +44,7 @@ class CameraSettings:
     n_clutter: int
 
     def to_dict(self) -> Dict[str, Any]:
-        d = asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
+        return json_record(self)
 
 
 def _rgb(rng: np.random.Generator, lo: int, hi: int, tint: float = 0.25) -> Tuple[int, int, int]:

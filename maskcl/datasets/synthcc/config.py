@@ -22,6 +22,12 @@ HAIRSTYLES: Tuple[str, ...] = ("crop", "bob", "long", "ponytail", "bun", "afro")
 Range = Tuple[float, float]
 
 
+def json_record(record: Any) -> Dict[str, Any]:
+    """A flat dataclass as a JSON-ready dict: top-level tuples become lists (what JSON reads back)."""
+    return {f.name: (list(v) if isinstance(v, tuple) else v)
+            for f in dataclasses.fields(record) for v in [getattr(record, f.name)]}
+
+
 @dataclass(frozen=True)
 class SynthCCConfig:
     """All generation parameters of SynthCC (see the module docstring for conventions)."""
@@ -105,11 +111,7 @@ class SynthCCConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dict (tuples become lists), the form stored in ``synthcc.json``."""
-        out: Dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
+        return json_record(self)
 
     def validate(self) -> "SynthCCConfig":
         """Raise ``ConfigError`` naming the first inconsistent parameter; return self."""

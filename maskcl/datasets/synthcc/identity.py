@@ -9,13 +9,13 @@ a per-identity outfit stream, so adding identities never changes existing ones.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import seeding
-from .config import SynthCCConfig
+from .config import SynthCCConfig, json_record
 from .palette import GARMENT_PALETTE, HAIR_COLOURS, HAIR_WEIGHTS, SKIN_TONES
 
 __all__ = ["IdentityTraits", "Outfit", "sample_identity", "sample_outfits"]
@@ -53,9 +53,7 @@ class IdentityTraits:
     skirt_wearer: bool
 
     def to_dict(self) -> Dict[str, Any]:
-        d = asdict(self)
-        d["hair_rgb"], d["skin_rgb"] = list(self.hair_rgb), list(self.skin_rgb)
-        return d
+        return json_record(self)
 
 
 @dataclass(frozen=True)
@@ -83,11 +81,7 @@ class Outfit:
     hat_rgb: RGB
 
     def to_dict(self) -> Dict[str, Any]:
-        d = asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
+        return json_record(self)
 
     def lower_key(self) -> Tuple[Any, ...]:
         return (self.lower_type, self.lower_colour, self.lower_looseness, self.lower_length)
