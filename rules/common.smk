@@ -232,7 +232,8 @@ def train_runtime(wildcards):
 def pretrain_params(wildcards):
     arch, size = wildcards.backbone.split("-")
     h, w = size.split("x")
-    return {"settings": {**config["pretrain"], "arch": arch, "height": int(h), "width": int(w),
+    settings = {k: v for k, v in config["pretrain"].items() if k != "seed"}
+    return {"settings": {**settings, "arch": arch, "height": int(h), "width": int(w),
                          "workers": config["train"].get("workers", 4),
                          "device": config["train"].get("device", "auto")},
             "seed": int(config["pretrain"]["seed"])}

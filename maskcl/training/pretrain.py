@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -27,6 +27,7 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from tqdm import tqdm
 
+from ..errors import ConfigError
 from ..io import atomic_path
 from ..models.backbone import build_backbone
 from .data import load_rgb
@@ -54,6 +55,14 @@ class PretrainSettings:
     grayscale: float = 0.2
     workers: int = 4
     device: str = "auto"
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "PretrainSettings":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(k for k in values if k not in names)
+        if unknown:
+            raise ConfigError(f"config pretrain: unknown key(s) {unknown}; known keys: {sorted(names)}")
+        return cls(**dict(values))
 
 
 def ssl_transform(size: tuple, s: PretrainSettings) -> T.Compose:
@@ -119,6 +128,10 @@ def pretrain_ssl(paths: Sequence[str], settings: PretrainSettings, *, seed: int,
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(settings.epochs, 1))
     ds = _TwoViews(paths, ssl_transform((settings.height, settings.width), settings))
+    if len(ds) < settings.batch_size:
+        # drop_last would leave no batch at all and an untrained backbone that looks trained
+        raise ConfigError(f"pretrain.batch_size {settings.batch_size} exceeds the {len(ds)} training images; "
+                          f"lower pretrain.batch_size")
     rows: List[Dict[str, Any]] = []
     for epoch in range(settings.epochs):
         t0 = time.time()

@@ -79,5 +79,5 @@ def pretrain_stage(manifest_path: str, settings: Mapping[str, Any], seed: int, o
     paths = manifest.loc[manifest["split"] == "train", "path"].tolist()
     if not paths:
         raise DatasetError(f"{manifest_path}: no training images to pre-train on")
-    pretrain_ssl(paths, PretrainSettings(**dict(settings)), seed=seed, out_path=out_path, threads=threads,
+    pretrain_ssl(paths, PretrainSettings.from_dict(dict(settings)), seed=seed, out_path=out_path, threads=threads,
                  progress=progress)
