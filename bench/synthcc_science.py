@@ -51,8 +51,8 @@ def label_table(logs: pd.DataFrame, epochs: list[int]) -> str:
     rows = ["| experiment | epoch | NMI id | ARI id | NMI outfit | ARI outfit | clusters | outliers | ejected | singleton classes |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for exp, g in logs.groupby("experiment", sort=False):
-        if g["nmi_id"].isna().all():
-            continue  # supervised: no pseudo-labels
+        if g["nmi_id"].isna().all() or (g["ari_id"] == 1.0).all():
+            continue  # supervised: trained on the true identities, no pseudo-labels to score
         for e in epochs:
             ge = g[g.epoch == e]
             if ge.empty:
