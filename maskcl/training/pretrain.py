@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -32,6 +32,7 @@ from ..io import atomic_path
 from ..models.backbone import build_backbone
 from .data import load_rgb
 from .engine import resolve_device, seed_everything, _worker_init
+from .settings import settings_from_dict
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["PretrainSettings", "pretrain_ssl", "nt_xent_loss", "ssl_transform"]
@@ -58,11 +59,7 @@ class PretrainSettings:
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "PretrainSettings":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(k for k in values if k not in names)
-        if unknown:
-            raise ConfigError(f"config pretrain: unknown key(s) {unknown}; known keys: {sorted(names)}")
-        return cls(**dict(values))
+        return settings_from_dict(cls, values, "pretrain")
 
 
 def ssl_transform(size: tuple, s: PretrainSettings) -> T.Compose:

@@ -18,6 +18,15 @@ from ..errors import ConfigError
 __all__ = ["TrainSettings"]
 
 
+def settings_from_dict(cls: Any, values: Mapping[str, Any], section: str, hidden: frozenset = frozenset()) -> Any:
+    """Build a settings dataclass, naming the config section and the known keys on an unknown one."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(k for k in values if k not in names)
+    if unknown:
+        raise ConfigError(f"config {section}: unknown key(s) {unknown}; known keys: {sorted(names - set(hidden))}")
+    return cls(**dict(values))
+
+
 @dataclass
 class TrainSettings:
     method: str = "maskcl"
@@ -71,11 +80,7 @@ class TrainSettings:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainSettings":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(k for k in values if k not in names)
-        if unknown:
-            raise ConfigError(f"config train: unknown key(s) {unknown}; known keys: {sorted(names - {'extras'})}")
-        return cls(**dict(values))
+        return settings_from_dict(cls, values, "train", hidden={"extras"})
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
