@@ -11,25 +11,28 @@ accuracy too; this script adds the per-epoch label diagnostics the rule's figure
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
 
+from maskcl.reporting.runs import load_runs
+
 
 def collect(runs: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    metrics = sorted(runs.glob("*/*/seed*/metrics.json"))
+    if not metrics:
+        raise SystemExit(f"{runs}: no */*/seed*/metrics.json found; run the benchmark config first")
+    logs_in = sorted(runs.glob("*/*/seed*/train_log.csv"))
     acc, logs = [], []
-    for metrics in sorted(runs.glob("*/*/seed*/metrics.json")):
-        run = metrics.parent
-        experiment, masks, seed = run.parent.parent.name, run.parent.name, int(run.name[4:])
-        doc = json.loads(metrics.read_text())
-        for proto, r in doc["protocols"].items():
-            acc.append(dict(experiment=experiment, masks=masks, seed=seed, protocol=proto,
+    for run in load_runs(metrics, train_logs=logs_in):  # the tables rule's reader: same checks, same keys
+        k = run.key
+        for proto, r in run.metrics["protocols"].items():
+            acc.append(dict(experiment=k.experiment, masks=k.masks, seed=k.seed, protocol=proto,
                             mAP=100 * r["mAP"], R1=100 * r["rank1"], R5=100 * r["rank5"]))
-        log = pd.read_csv(run / "train_log.csv")
-        log["experiment"], log["seed"] = experiment, seed
+        log = pd.read_csv(run.train_log_path)
+        log["experiment"], log["seed"] = k.experiment, k.seed
         logs.append(log)
-    return pd.DataFrame(acc), (pd.concat(logs, ignore_index=True) if logs else pd.DataFrame())
+    return pd.DataFrame(acc), pd.concat(logs, ignore_index=True)
 
 
 def mean_std(x: pd.Series) -> str:
@@ -69,8 +72,6 @@ def main() -> None:
     ap.add_argument("--epochs", default="1,4,8,12,16", help="epochs of the label-quality table")
     args = ap.parse_args()
     acc, logs = collect(args.runs)
-    if acc.empty:
-        raise SystemExit(f"{args.runs}: no */*/seed*/metrics.json found; run the benchmark config first")
     for proto in acc.protocol.unique():
         print(f"\n### Protocol `{proto}` (%, mean ± std over seeds)\n")
         print(accuracy_table(acc, proto))
