@@ -8,6 +8,8 @@ official preset and an experiment's overrides into the flat dict a training job 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 from importlib import resources
 from typing import Any, Dict, Iterator, Mapping
 
@@ -16,10 +18,13 @@ from jsonschema import Draft202012Validator, validators
 
 from .errors import ConfigError
 
-__all__ = ["load_schema", "validate_config", "load_config", "train_settings", "section_defaults"]
+__all__ = ["load_schema", "validate_config", "load_config", "train_settings", "section_defaults",
+           "settings_from_dict"]
 
 
+@functools.lru_cache(maxsize=None)
 def load_schema() -> Dict[str, Any]:
+    """The config schema, read once per process (callers must not modify it)."""
     text = resources.files("maskcl").joinpath("schemas/config.schema.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text)
 
@@ -88,3 +93,12 @@ def train_settings(config: Mapping[str, Any], dataset: str, experiment: str) -> 
     out.update(copy.deepcopy(dict(exp.get("train", {}))))
     out["method"] = exp["method"]
     return out
+
+
+def settings_from_dict(cls: Any, values: Mapping[str, Any], section: str, hidden: frozenset = frozenset()) -> Any:
+    """Build a settings dataclass, naming the config section and the known keys on an unknown one."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(k for k in values if k not in names)
+    if unknown:
+        raise ConfigError(f"config {section}: unknown key(s) {unknown}; known keys: {sorted(names - set(hidden))}")
+    return cls(**dict(values))

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Union
 
-from .errors import ConfigError, MaskCLError
+from .errors import ConfigError, GpuBusyError
 
 if TYPE_CHECKING:  # torch is imported only when a device is built (the lock logic needs none)
     import torch
@@ -54,10 +54,6 @@ _SPEC = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
 
 _claims: Dict[str, "GpuClaim"] = {}
 _claims_lock = threading.Lock()
-
-
-class GpuBusyError(MaskCLError):
-    """Every visible GPU stayed claimed by other jobs for the whole wait."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ that line and exit non-zero instead of showing a traceback.
 from __future__ import annotations
 
 __all__ = ["MaskCLError", "ConfigError", "DatasetError", "DownloadError", "ChecksumError",
-           "UnsafeArchiveError", "CheckpointError"]
+           "UnsafeArchiveError", "CheckpointError", "ImageReadError", "EvaluationError", "ReportingError",
+           "GpuBusyError"]
 
 
 class MaskCLError(Exception):
@@ -37,3 +38,19 @@ class UnsafeArchiveError(DownloadError):
 
 class CheckpointError(MaskCLError):
     """A checkpoint file is missing, unsafe, or of another architecture."""
+
+
+class ImageReadError(MaskCLError):
+    """An input image (or ground-truth map) is missing, truncated or not an image."""
+
+
+class EvaluationError(MaskCLError):
+    """Evaluation inputs are inconsistent (shapes, labels, non-finite distances, unknown names)."""
+
+
+class ReportingError(MaskCLError):
+    """A run folder, metrics file, log, index or published-numbers file cannot be reported."""
+
+
+class GpuBusyError(MaskCLError):
+    """Every visible GPU stayed claimed by other jobs for the whole wait."""

@@ -9,10 +9,10 @@
 - ``output`` / ``stage``: ``metrics.json``, ``ranks.npz``, provenance, ``evaluate_run``.
 """
 
+from ..errors import EvaluationError
 from .distance import METRICS, distance_chunks, l2_normalize, pairwise_distance
 from .features import extract_features
-from .metrics import (RULES, ChunkedEvaluation, EvaluationError, RankingResult, evaluate, evaluate_chunks,
-                      evaluate_features)
+from .metrics import RULES, ChunkedEvaluation, RankingResult, evaluate, evaluate_chunks, evaluate_features
 from .output import METRICS_FORMAT, metrics_document, provenance, write_metrics_json, write_ranks
 from .protocols import (HEADLINE, PROTOCOLS, Protocol, ProtocolResult, get_protocol, headline_protocol,
                         list_protocols, required_rows, required_splits, run_protocols, single_shot_galleries)

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Optional, Tuple
 import numpy as np
 import torch
 
-from .metrics import EvaluationError
+from ..errors import EvaluationError
 
 __all__ = ["METRICS", "ROW_BLOCK", "l2_normalize", "pairwise_distance", "distance_chunks",
            "DistanceComputer", "default_chunk_rows"]

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .metrics import EvaluationError
+from ..errors import EvaluationError
 
 __all__ = ["ImageList", "extract_features"]
 

@@ -27,7 +27,7 @@ from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import MaskCLError
+from ..errors import EvaluationError
 from . import _kernels
 
 __all__ = ["RULES", "EvaluationError", "RankingResult", "ChunkedEvaluation", "evaluate",
@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 
 #: Matching rules, see the module docstring.
 RULES: Tuple[str, ...] = ("standard", "cc", "sc")
-
-
-class EvaluationError(MaskCLError):
-    """Evaluation inputs are inconsistent (shapes, labels, non-finite distances, unknown names)."""
 
 
 @dataclass

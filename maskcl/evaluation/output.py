@@ -16,7 +16,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import numpy as np
 
 from ..io import atomic_path, write_json_atomic
-from .metrics import EvaluationError
+from ..errors import EvaluationError
 from .protocols import ProtocolResult, headline_protocol
 
 __all__ = ["METRICS_FORMAT", "provenance", "metrics_document", "write_metrics_json", "write_ranks"]

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from .distance import distance_chunks
-from .metrics import EvaluationError, RankingResult, evaluate_chunks, match_flags
+from ..errors import EvaluationError
+from .metrics import RankingResult, evaluate_chunks, match_flags
 from .rerank import rerank_chunks
 
 __all__ = ["Protocol", "ProtocolResult", "PROTOCOLS", "HEADLINE", "list_protocols", "get_protocol",

@@ -29,7 +29,7 @@ import torch
 
 from . import _kernels
 from .distance import ROW_BLOCK, DistanceComputer, _as_tensor
-from .metrics import EvaluationError
+from ..errors import EvaluationError
 
 __all__ = ["k_reciprocal_rerank", "rerank_chunks", "RERANK_DEFAULTS"]
 

@@ -27,7 +27,7 @@ from .labels import ATR, LIP, PASCAL, LabelSet
 from .schp_net import AugmentCE2P
 
 __all__ = ["SCHPVariant", "SCHP_VARIANTS", "get_variant", "manifest_shapes", "random_state_dict", "read_state_dict",
-           "check_state_dict", "load_schp", "file_sha256", "CHECKPOINT_CONFIG_KEY"]
+           "check_state_dict", "load_schp", "file_sha256", "CHECKPOINT_CONFIG_KEY", "missing_checkpoint_message"]
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def file_sha256(path: Union[str, os.PathLike], chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def _missing_message(path: Path, variant: Optional[SCHPVariant]) -> str:
+def missing_checkpoint_message(path: Path, variant: Optional[SCHPVariant]) -> str:
     if variant is None:
         where = "; ".join(f"{v.name}: {v.filename} from {v.url}" for v in SCHP_VARIANTS.values())
     else:
@@ -156,7 +156,7 @@ def read_state_dict(path: Union[str, os.PathLike], variant: Optional[SCHPVariant
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(_missing_message(path, variant))
+        raise CheckpointError(missing_checkpoint_message(path, variant))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

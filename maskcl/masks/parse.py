@@ -29,7 +29,7 @@ from tqdm import tqdm
 from ..errors import DatasetError, MaskCLError
 from ..io import read_json, write_csv_atomic, write_json_atomic
 from .outputs import MASK_KINDS, MaskPaths, check_masks, mask_paths, remove_leftovers, write_masks
-from .sources import (ImageReadError, MaskItem, MaskSource, _resolve_parsing, build_mask_source,
+from .sources import (ImageReadError, MaskItem, MaskSource, resolve_parsing, build_mask_source,
                       image_size)
 
 __all__ = ["ParseResult", "INDEX_COLUMNS", "FORMAT_VERSION", "parse_dataset", "read_manifest"]
@@ -205,7 +205,7 @@ def parse_dataset(manifest: Union[str, Path, pd.DataFrame], out_dir: Union[str, 
     seen: Dict[Path, str] = {}
     for row in frame.itertuples(index=False):
         rel = str(row.relpath)
-        gt = _resolve_parsing(str(row.path), rel, getattr(row, "parsing", None)) if has_gt else None
+        gt = resolve_parsing(str(row.path), rel, getattr(row, "parsing", None)) if has_gt else None
         items.append(MaskItem(path=str(row.path), relpath=rel, parsing=gt))
         mp = mask_paths(out_dir, rel)
         if mp.labels in seen:

@@ -20,7 +20,7 @@ from PIL import Image
 from ..errors import DatasetError
 from ..io import read_json, write_csv_atomic, write_text_atomic
 from .labels import LIP, get_label_set
-from .sources import _resolve_parsing
+from .sources import resolve_parsing
 
 __all__ = ["QUALITY_COLUMNS", "mask_quality", "quality_markdown", "write_quality_report"]
 
@@ -95,7 +95,7 @@ def mask_quality(manifest: Union[str, Path, pd.DataFrame], indexes: Mapping[str,
     gt_fg = 0
     pixels = 0
     for row in gt_rows.itertuples(index=False):
-        gt_path = _resolve_parsing(str(row.path), str(row.relpath), row.parsing)
+        gt_path = resolve_parsing(str(row.path), str(row.relpath), row.parsing)
         assert gt_path is not None
         gt = _read_labels(gt_path, "ground-truth parsing")
         if int(gt.max(initial=0)) >= k_gt:

@@ -24,7 +24,7 @@ from torch import Tensor
 from ..errors import CheckpointError, ConfigError
 from ..devices import select_device
 from .affine import invert_affine, letterbox_affine, warp_affine
-from .checkpoint import _missing_message, file_sha256, get_variant, load_schp
+from .checkpoint import missing_checkpoint_message, file_sha256, get_variant, load_schp
 from .schp_net import AugmentCE2P
 from .sources import MASK_SOURCES, ImageReadError, MaskItem, MaskSource, read_image
 
@@ -181,7 +181,7 @@ class SCHPSource(MaskSource):
         self.label_set = self.variant.label_set
         self.checkpoint = Path(checkpoint)
         if not self.checkpoint.is_file():
-            raise CheckpointError(_missing_message(self.checkpoint, self.variant))
+            raise CheckpointError(missing_checkpoint_message(self.checkpoint, self.variant))
         if amp not in _AMP:
             raise ConfigError(f"masks.schp.amp must be one of {', '.join(_AMP)}, got {amp!r}")
         self.batch_size = int(batch_size)

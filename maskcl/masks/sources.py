@@ -42,19 +42,15 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from ..errors import DatasetError, MaskCLError
+from ..errors import DatasetError, ImageReadError
 from ..registry import Registry
 from .labels import LIP, LabelSet
 
 __all__ = ["MASK_SOURCES", "MaskItem", "MaskSource", "ImageReadError", "GroundTruthSource",
-           "build_mask_source", "read_image", "image_size"]
+           "build_mask_source", "read_image", "image_size", "resolve_parsing"]
 
 #: Name → ``MaskSource`` subclass. ``build_mask_source(name, **kwargs)`` instantiates one.
 MASK_SOURCES = Registry("mask source")
-
-
-class ImageReadError(MaskCLError):
-    """An input image (or ground-truth map) is missing, truncated or not an image."""
 
 
 @dataclass(frozen=True)
@@ -217,7 +213,7 @@ class GroundTruthSource(MaskSource):
         return [np.asarray(s, dtype=np.uint8) for s in samples]
 
 
-def _resolve_parsing(path: str, relpath: str, parsing: Any) -> Optional[str]:
+def resolve_parsing(path: str, relpath: str, parsing: Any) -> Optional[str]:
     """Absolute ground-truth path: the manifest's ``parsing`` is relative to the dataset root,
     which is ``path`` with ``relpath`` taken off the end."""
     if parsing is None or (isinstance(parsing, float) and np.isnan(parsing)) or parsing == "":

@@ -8,8 +8,8 @@
 - ``stage``: ``build_report``, the one call the ``tables`` rule makes.
 """
 
+from ..errors import ReportingError
 from .aggregate import METRIC_KEYS, aggregate_seeds, cmc_frame, per_seed_frame
-from .errors import ReportingError
 from .labels import DATASET_NAMES, PROTOCOL_SHORT, protocol_short, run_label
 from .published import PublishedEntry, load_published, published_frame
 from .render import Table, fmt_pct, latex_escape, tables_to_latex, tables_to_markdown, to_latex, to_markdown

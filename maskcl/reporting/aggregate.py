@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation.protocols import PROTOCOLS
-from .errors import ReportingError
+from ..errors import ReportingError
 from .labels import group_of, protocol_short, run_label, supervision
 from .runs import COMPONENTS, Run
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from .errors import ReportingError
+from ..errors import ReportingError
 from .labels import dataset_name
 from .plotting import new_figure, save_figure
 

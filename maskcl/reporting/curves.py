@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from .errors import ReportingError
+from ..errors import ReportingError
 from .plotting import new_figure, save_figure
 
 __all__ = ["LOSS_COLUMNS", "CLUSTER_COLUMNS", "QUALITY_COLUMNS", "PANELS", "read_train_log", "curves_frame",

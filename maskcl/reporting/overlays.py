@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image
 
 from ..io import atomic_path, write_csv_atomic
-from .errors import ReportingError
+from ..errors import ReportingError
 from .plotting import load_tile, new_figure, save_figure, sidecar_path
 
 __all__ = ["overlay_frame", "plot_overlays", "copy_contact_sheet", "read_mask_index"]

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ..io import atomic_path, write_csv_atomic
-from .errors import ReportingError
+from ..errors import ReportingError
 
 __all__ = ["new_figure", "save_figure", "sidecar_path", "load_tile", "COLOURS"]
 

@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 
 from ..evaluation.protocols import PROTOCOLS
-from .errors import ReportingError
+from ..errors import ReportingError
 from .labels import group_of, protocol_short
 
 __all__ = ["PublishedEntry", "PUBLISHED_FORMAT", "STATUSES", "KINDS", "load_published", "published_frame",

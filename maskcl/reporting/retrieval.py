@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from .errors import ReportingError
+from ..errors import ReportingError
 from .plotting import COLOURS, load_tile, new_figure, save_figure
 
 __all__ = ["FLAG_NAMES", "read_ranks", "select_queries", "retrieval_frame", "plot_retrieval"]

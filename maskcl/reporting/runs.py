@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .errors import ReportingError
+from ..errors import ReportingError
 
 __all__ = ["RunKey", "Run", "METRICS_FORMATS", "parse_run_path", "load_runs", "component_flags", "COMPONENTS"]
 

@@ -26,7 +26,7 @@ from ..io import write_csv_atomic
 from .aggregate import aggregate_seeds, cmc_frame, per_seed_frame, protocol_order
 from .cmc import plot_cmc
 from .curves import curves_frame, plot_quality, plot_training, quality_frame, read_train_log
-from .errors import ReportingError
+from ..errors import ReportingError
 from .labels import dataset_name, protocol_short, run_label
 from .overlays import copy_contact_sheet, overlay_frame, plot_overlays, read_mask_index
 from .published import load_published, published_frame

@@ -32,7 +32,7 @@ from ..io import atomic_path
 from ..models.backbone import build_backbone
 from .data import load_rgb
 from .engine import resolve_device, seed_everything, _worker_init
-from .settings import settings_from_dict
+from ..config import settings_from_dict
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["PretrainSettings", "pretrain_ssl", "nt_xent_loss", "ssl_transform"]

@@ -13,18 +13,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping
 
-from ..errors import ConfigError
+from ..config import settings_from_dict
 
 __all__ = ["TrainSettings"]
-
-
-def settings_from_dict(cls: Any, values: Mapping[str, Any], section: str, hidden: frozenset = frozenset()) -> Any:
-    """Build a settings dataclass, naming the config section and the known keys on an unknown one."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(k for k in values if k not in names)
-    if unknown:
-        raise ConfigError(f"config {section}: unknown key(s) {unknown}; known keys: {sorted(names - set(hidden))}")
-    return cls(**dict(values))
 
 
 @dataclass
