@@ -118,8 +118,8 @@ def e2e_benchmark(arch: str, iters: int, workers: int, out_dir: Path, preset: st
     from maskcl.datasets.synthcc import generate_synthcc
     from maskcl.datasets import load_dataset
     from maskcl.training.engine import train
+    from maskcl.training.data import train_data_from_manifest
     from maskcl.training.settings import TrainSettings
-    from maskcl.training.stage import train_data_from_manifest
 
     t0 = time.perf_counter()
     root = generate_synthcc(out_dir / "synthcc", preset=preset, seed=0,

@@ -1,6 +1,6 @@
 """DDP training through torchrun (2 gloo ranks on the CPU) against one process with ``bn_groups = 2``.
 
-The contract (``maskcl.training.ddp``): W ranks with global batch B behave like DataParallel over W
+The contract (``maskcl.training.comm``, ranks started by ``maskcl.training.launch``): W ranks with global batch B behave like DataParallel over W
 GPUs, i.e. like one process normalising BatchNorm in W groups. First-epoch losses and every epoch's
 pseudo-label counts must agree to float precision. Weights cannot agree element by element: Adam's
 first steps are ~lr·sign(g), so weights whose gradient is below the float noise of the two summation
@@ -29,8 +29,7 @@ import torch
 from conftest import TRAIN_RUNNER, build_tiny_synthcc
 
 from maskcl.errors import ConfigError, MaskCLError
-from maskcl.training.ddp import check_settings
-from maskcl.training.settings import TrainSettings
+from maskcl.training.settings import TrainSettings, check_settings
 from maskcl.training.stage import train_stage
 
 pytestmark = pytest.mark.slow
@@ -65,9 +64,9 @@ def _train(work: Path, name: str, settings: dict, threads: int, manifest: str = 
 
 def _initial_weights(work: Path, settings: dict) -> dict:
     """The RGB backbone before training (the engine seeds, then builds the method)."""
-    from maskcl.training.engine import seed_everything
+    from maskcl.training.data import train_data_from_manifest
     from maskcl.training.methods import METHODS
-    from maskcl.training.stage import train_data_from_manifest
+    from maskcl.training.runtime import seed_everything
 
     data = train_data_from_manifest(pd.read_csv(work / "manifest.csv"), pd.read_csv(work / "masks.csv"))
     seed_everything(0)
@@ -179,7 +178,7 @@ def test_gates_are_drawn_for_the_global_batch_and_sliced():
     """Each rank keeps its rows of the gates one process draws for the whole batch (same step seed)."""
     from types import SimpleNamespace
 
-    from maskcl.training.ddp import DistComm, LocalComm
+    from maskcl.training.comm import DistComm, LocalComm
     from maskcl.training.methods import MaskCLMethod
 
     w = torch.rand(8, 3, generator=torch.Generator().manual_seed(1))

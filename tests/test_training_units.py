@@ -205,3 +205,31 @@ def test_pk_sampler_fills_batches_when_a_pass_is_shorter_than_a_batch():
     s = CameraAwarePKSampler(labels, cams, batch_size=16, num_instances=4, iters=3, seed=0)
     out = list(s.batches(0))
     assert len(out) == 3 and all(len(b) == 16 and set(b) <= {0, 1, 2, 3} for b in out)
+
+
+def test_train_stage_checks_once_and_the_ddp_parent_reads_no_data(monkeypatch, tmp_path):
+    """Settings are parsed/checked once per job; W > 1 goes to the launcher without reading the data,
+    W = 1 never goes through it."""
+    from maskcl.training import settings as settings_mod
+    from maskcl.training import stage
+
+    checks, launched, ran = [], [], []
+    monkeypatch.setattr(stage, "check_settings", lambda s: checks.append(s.world_size))
+    monkeypatch.setattr(stage, "launch", lambda job, s, **kw: launched.append((job, s.world_size)))
+    monkeypatch.setattr(stage, "train_data_from_manifest", lambda *a, **k: pytest.fail("parent read the data"))
+    monkeypatch.setattr(stage, "run_train_job", lambda *a, **k: ran.append(a[3].world_size))
+    base = dict(method="clustercontrast", device="cpu", batch_size=16)
+    missing = str(tmp_path / "no-manifest.csv")  # never opened by the parent
+    stage.train_stage(missing, None, "silhouette", dict(base, world_size=2), 0, out_model="m.pt", out_log="l.csv",
+                      state_dir=str(tmp_path / "state"))
+    assert checks == [2] and ran == []
+    (job, w), = launched
+    assert w == 2 and job["settings"] == dict(base, world_size=2) and job["manifest_path"] == missing
+    stage.train_stage(missing, None, "silhouette", dict(base, world_size=1), 0, out_model="m.pt", out_log="l.csv",
+                      state_dir=str(tmp_path / "state"))
+    assert checks == [2, 1] and ran == [1] and len(launched) == 1
+    with pytest.raises(ConfigError, match="train.batch_size"):  # the real check, in the parent
+        monkeypatch.setattr(stage, "check_settings", settings_mod.check_settings)
+        stage.train_stage(missing, None, "silhouette", dict(base, world_size=3), 0, out_model="m.pt",
+                          out_log="l.csv", state_dir=str(tmp_path / "state"))
+    assert len(launched) == 1

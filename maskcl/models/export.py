@@ -1,4 +1,5 @@
-"""Loading a trained ``model.pt`` for inference (evaluation, figures, users' own code).
+"""``model.pt``: written once at the end of training (:func:`save_model`) and loaded for inference
+(:func:`load_model`: evaluation, figures, users' own code) — the file format lives only here.
 
 ``model.pt`` holds the RGB branch (the only one MaskCL uses at test time) with everything needed to
 rebuild it and its test transform: architecture, pooling, last stride, input size and the training
@@ -8,22 +9,40 @@ settings. MaskCL runs also keep the mask branch under ``mask_state_dict`` for an
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Mapping, Sequence, Tuple
 
 import torch
 
 from ..errors import CheckpointError
+from ..io import atomic_path
 from .backbone import ReIDBackbone
+from .transforms import test_transform
 
-__all__ = ["MODEL_FORMAT", "load_model"]
+__all__ = ["MODEL_FORMAT", "save_model", "load_model"]
 
 MODEL_FORMAT = "maskcl-model/1"
 
 
+def save_model(path: str | Path, *, method: str, arch: str, dim: int, pooling: str, last_stride: int,
+               input_size: Sequence[int], settings: Mapping[str, Any], seed: int, epochs: int, train_images: int,
+               weights: Mapping[str, Any]) -> None:
+    """Write ``model.pt`` atomically: the metadata keys in this fixed order, then ``weights``.
+
+    ``weights`` holds ``state_dict`` (the RGB branch) and, for MaskCL, ``mask_state_dict``; ``settings``
+    is the training settings as a plain dict, stored for provenance.
+    """
+    payload: Dict[str, Any] = {
+        "format": MODEL_FORMAT, "method": method, "arch": arch, "dim": dim, "pooling": pooling,
+        "last_stride": last_stride, "input_size": list(input_size), "settings": settings, "seed": seed,
+        "epochs": epochs, "train_images": train_images,
+    }
+    payload.update(weights)
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(payload, tmp)
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Tuple[ReIDBackbone, Any, Dict[str, Any]]:
     """Return (RGB backbone in eval mode on ``device``, its test transform, the file's metadata)."""
-    from ..training.transforms import test_transform
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: model file not found; run the train stage first")

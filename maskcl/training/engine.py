@@ -5,7 +5,8 @@ when a job fails): after every epoch the model, optimiser, scheduler, memories, 
 the log rows are written atomically to ``state_dir/checkpoint.pt``. A rerun with the same settings,
 seed and data continues after the last finished epoch. Every random source is re-seeded from
 (seed, epoch) at the start of an epoch, so a resumed run produces exactly the metrics of an
-uninterrupted one.
+uninterrupted one. Seeding and the device choice are ``maskcl.training.runtime``; ``model.pt`` is
+written by ``maskcl.models.export``, the module that also reads it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import random
 import shutil
 import time
 from contextlib import nullcontext
@@ -27,37 +27,19 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..io import atomic_path, write_text_atomic
-from ..models.export import MODEL_FORMAT
-from .ddp import LocalComm
-from .methods import METHODS, TrainData
+from ..models.export import save_model
+from .comm import LocalComm
+from .data import TrainData
+from .methods import METHODS
+from .runtime import resolve_device, seed_everything, worker_init
+from .sampler import CameraAwarePKSampler
 from .settings import TrainSettings
 
-__all__ = ["resolve_device", "seed_everything", "train", "TrainResult", "MODEL_FORMAT"]
+__all__ = ["train", "TrainResult"]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "maskcl-train-state/1"
-
-
-def resolve_device(spec: str = "auto") -> torch.device:
-    """``train.device`` → this job's device; ``auto`` claims a GPU of its own (``maskcl.devices``)."""
-    from ..devices import select_device
-
-    return select_device(spec, key="train.device")
-
-
-def seed_everything(seed: int, epoch: int = 0) -> None:
-    """Seed python, numpy and torch from (seed, epoch)."""
-    s = int(np.random.SeedSequence([seed, epoch, 0x4D43]).generate_state(1)[0])
-    random.seed(s)
-    np.random.seed(s % (2**32))
-    torch.manual_seed(s)
-
-
-def _worker_init(worker_id: int) -> None:
-    s = torch.initial_seed() % (2**32)
-    random.seed(s)
-    np.random.seed(s)
 
 
 @dataclass
@@ -102,7 +84,7 @@ def train(settings: TrainSettings, data: TrainData, *, seed: int, out_model: str
 
     ``stop_after_epoch`` ends the process-level run early after that epoch has been checkpointed (used
     to test resume); the outputs are then not written. ``comm`` is this process's place in a DDP job
-    (``maskcl.training.ddp.DistComm``: its device, its slice of every batch, rank 0 writes); default
+    (``maskcl.training.comm.DistComm``: its device, its slice of every batch, rank 0 writes); default
     one process.
     """
     t0 = time.time()
@@ -162,14 +144,12 @@ def _run_epoch(method: Any, s: TrainSettings, data: TrainData, epoch: int, seed:
     seed_everything(seed, epoch)
     stats = method.prepare_epoch(epoch)
     t_cluster = time.time() - t0
-    from .sampler import CameraAwarePKSampler
-
     sampler = CameraAwarePKSampler(method.labels, data.camids, s.batch_size, s.num_instances, s.iters, seed)
     gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, 7]).generate_state(1)[0]))
     # the global batches; under DDP each rank keeps its contiguous slice of every one
     loader = DataLoader(method.dataset(), batch_sampler=[method.comm.local_batch(b)
                                                          for b in sampler.seeded_batches(epoch)],
-                        num_workers=s.workers, worker_init_fn=_worker_init, generator=gen,
+                        num_workers=s.workers, worker_init_fn=worker_init, generator=gen,
                         pin_memory=device.type == "cuda", persistent_workers=False)
     method.module.train()
     sums: Dict[str, float] = {}
@@ -202,11 +182,7 @@ def _run_epoch(method: Any, s: TrainSettings, data: TrainData, epoch: int, seed:
 
 
 def _export(method: Any, s: TrainSettings, data: TrainData, seed: int, out_model: str) -> None:
-    payload = {
-        "format": MODEL_FORMAT, "method": s.method, "arch": s.arch, "dim": method.rgb_backbone().dim,
-        "pooling": s.pooling, "last_stride": s.last_stride, "input_size": [s.height, s.width],
-        "settings": s.to_dict(), "seed": seed, "epochs": s.epochs, "train_images": len(data),
-    }
-    payload.update(method.export())
-    with atomic_path(out_model, suffix=".pt") as tmp:
-        torch.save(payload, tmp)
+    """``model.pt`` of the trained method (format: ``maskcl.models.export``)."""
+    save_model(out_model, method=s.method, arch=s.arch, dim=method.rgb_backbone().dim, pooling=s.pooling,
+               last_stride=s.last_stride, input_size=[s.height, s.width], settings=s.to_dict(), seed=seed,
+               epochs=s.epochs, train_images=len(data), weights=method.export())

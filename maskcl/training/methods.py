@@ -10,14 +10,14 @@
 
 Each method owns ``module`` (everything trainable plus memory buffers, saved in checkpoints) and
 implements ``start`` (once, on a fresh run), ``prepare_epoch`` (pseudo-labels), ``step`` (loss) and
-``after_step`` (memory updates).
+``after_step`` (memory updates). The process layout reaches a method as ``comm``
+(``maskcl.training.comm``); the training split as ``TrainData`` (``maskcl.training.data``).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -26,49 +26,23 @@ from torch.utils.data import Dataset
 
 from ..models.backbone import ReIDBackbone, build_backbone
 from ..models.bn_groups import convert_bn_groups
+from ..models.images import ImageSet, load_rgb
 from ..models.maskcl_net import MaskCLNet
 from ..models.memory import ClusterMemory, InstanceMemory
 from ..registry import Registry
 from . import losses
 from .clustering_step import EpochClusters, cluster_epoch, label_stats, neighbour_precision
-from .data import ImageSet, PairedImageSet
-from .ddp import LocalComm
+from .comm import LocalComm
+from .data import PairedImageSet, TrainData
 from .neighbours import centroid_neighbours, curriculum_k
 from .settings import TrainSettings
 from .transforms import test_transform, train_transform
 
-__all__ = ["METHODS", "TrainData", "MaskCLMethod", "ClusterContrastMethod", "SupervisedMethod"]
+__all__ = ["METHODS", "MaskCLMethod", "ClusterContrastMethod", "SupervisedMethod"]
 
 log = logging.getLogger(__name__)
 
 METHODS = Registry("method")
-
-
-@dataclass
-class TrainData:
-    """The training split: one entry per image, in manifest order (= memory index)."""
-
-    paths: List[str]
-    pids: np.ndarray
-    camids: np.ndarray
-    clothes: np.ndarray
-    mask_paths: Optional[List[str]] = None
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def digest(self) -> str:
-        import hashlib
-
-        h = hashlib.sha256()
-        for p in self.paths:
-            h.update(p.encode())
-        for arr in (self.pids, self.camids, self.clothes):
-            h.update(np.asarray(arr, dtype=np.int64).tobytes())
-        if self.mask_paths:
-            for p in self.mask_paths:
-                h.update(p.encode())
-        return h.hexdigest()[:16]
 
 
 def _backbone(s: TrainSettings) -> ReIDBackbone:
@@ -89,7 +63,7 @@ class _Base:
         self.labels: np.ndarray = np.zeros(len(data), dtype=np.int64)
         self.module: nn.Module
         self.step_seed = 0  # set by the engine before every step
-        self.comm = LocalComm()  # process layout; the engine gives each DDP rank its own (maskcl.training.ddp)
+        self.comm = LocalComm()  # process layout; the engine gives each DDP rank its own (maskcl.training.comm)
 
     # hooks --------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -123,10 +97,15 @@ class _Base:
         """Content of ``model.pt`` beyond what the engine adds."""
         return {"state_dict": {k: v.detach().cpu() for k, v in self.rgb_backbone().state_dict().items()}}
 
+    def _extract(self, net: nn.Module, paths: Sequence[str], grayscale: bool = False) -> torch.Tensor:
+        """Raw (not normalised) eval-mode features of ``paths`` through the process layout's extractor."""
+        return self.comm.extract(net, paths, test_transform(self.size, grayscale=grayscale),
+                                 batch_size=self.eval_batch, device=self.device, num_workers=self.s.workers,
+                                 channels_last=self.s.channels_last, normalize=False, reader=load_rgb,
+                                 log_summary=False)
+
     def _extract_rgb(self, net: nn.Module) -> torch.Tensor:
-        ds = ImageSet(self.data.paths, test_transform(self.size))
-        return self.comm.extract(net, ds, batch_size=self.eval_batch, device=self.device,
-                                 workers=self.s.workers, channels_last=self.s.channels_last)
+        return self._extract(net, self.data.paths)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -176,9 +155,7 @@ class MaskCLMethod(_Base):
         """Initialise the three memories once from eval-mode features (never re-extracted)."""
         net = self.net
         f_r = self._extract_rgb(net.rgb)
-        mask_ds = ImageSet(self.data.mask_paths, test_transform(self.size, grayscale=True))
-        f_m = self.comm.extract(net.mask, mask_ds, batch_size=self.eval_batch, device=self.device,
-                                workers=self.s.workers, channels_last=self.s.channels_last)
+        f_m = self._extract(net.mask, self.data.mask_paths, grayscale=True)
         net.fusion.eval()
         f_f = net.fusion(f_r.to(self.device), f_m.to(self.device)).cpu()
         self.module["mem_rgb"].init_features(f_r)

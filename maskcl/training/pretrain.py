@@ -9,6 +9,7 @@ and writes the trunk's weights under torchvision names, which ``train.pretrained
 
 The augmentations (random resized crop, flip, colour jitter, random grayscale) make instance
 discrimination impossible from colour alone, which is what ImageNet pre-training also provides.
+Seeding and the device choice are the training engine's (``maskcl.training.runtime``).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..io import atomic_path
-from ..models.backbone import build_backbone
-from .data import load_rgb
-from .engine import resolve_device, seed_everything, _worker_init
 from ..config import settings_from_dict
-from .transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..models.backbone import build_backbone
+from ..models.images import load_rgb
+from ..models.transforms import IMAGENET_MEAN, IMAGENET_STD
+from .runtime import resolve_device, seed_everything, worker_init
 
 __all__ = ["PretrainSettings", "pretrain_ssl", "nt_xent_loss", "ssl_transform"]
 
@@ -135,7 +136,7 @@ def pretrain_ssl(paths: Sequence[str], settings: PretrainSettings, *, seed: int,
         seed_everything(seed, epoch)
         gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, 11]).generate_state(1)[0]))
         loader = DataLoader(ds, batch_size=settings.batch_size, shuffle=True, drop_last=True, generator=gen,
-                            num_workers=settings.workers, worker_init_fn=_worker_init,
+                            num_workers=settings.workers, worker_init_fn=worker_init,
                             pin_memory=device.type == "cuda")
         model.train()
         total, n = 0.0, 0

@@ -2,7 +2,9 @@
 
 Defaults are the official MaskCL code's (``CMC.py`` argparse defaults, ``run_code.sh`` turning on
 refinement); the JSON schema carries the same defaults, and ``config.yaml`` overrides them for the CPU
-SynthCC run. ``TrainSettings.from_dict`` refuses unknown keys with the list of known ones.
+SynthCC run. ``TrainSettings.from_dict`` refuses unknown keys with the list of known ones, and
+:func:`check_settings` the process layouts ``world_size`` cannot honour; a job parses and checks its
+settings once (``maskcl.training.stage``), its DDP ranks only rebuild the record.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping
 
 from ..config import settings_from_dict
+from ..errors import ConfigError
 
-__all__ = ["TrainSettings"]
+__all__ = ["TrainSettings", "check_settings"]
 
 
 @dataclass
@@ -65,7 +68,7 @@ class TrainSettings:
     channels_last: str = "auto"
     workers: int = 4
     device: str = "auto"
-    world_size: int = 1  # torchrun DDP processes (GPUs) per job; maskcl.training.ddp
+    world_size: int = 1  # torchrun DDP processes (GPUs) per job; maskcl.training.launch
     dist_backend: str = "auto"
     extras: Dict[str, Any] = field(default_factory=dict)
 
@@ -80,3 +83,34 @@ class TrainSettings:
         """A stable hash of the settings plus context (seed, data), naming resumable state."""
         blob = json.dumps({"settings": self.to_dict(), **context}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def check_settings(s: TrainSettings) -> None:
+    """One-line errors for a ``world_size`` the batch, BatchNorm groups or device cannot honour.
+
+    Raises
+    ------
+    ConfigError
+        ``batch_size`` not divisible into W equal slices (or into the BN groups), ``bn_groups`` not a
+        multiple of W, a single ``cuda:N`` device, or ``nccl`` on the CPU.
+    """
+    w = s.world_size
+    if w < 1:
+        raise ConfigError(f"config train.world_size is {w}; use 1 (one process) or the number of GPUs")
+    if w == 1:
+        return
+    if s.batch_size % w:
+        raise ConfigError(f"config train.batch_size ({s.batch_size}) must be divisible by train.world_size ({w}): "
+                          f"every GPU gets an equal contiguous slice of the batch")
+    if s.bn_groups > 1 and s.bn_groups % w:
+        raise ConfigError(f"config train.bn_groups ({s.bn_groups}) must be 1 or a multiple of train.world_size "
+                          f"({w}): each GPU normalises its slice in bn_groups/world_size groups")
+    groups = max(s.bn_groups, w)
+    if s.batch_size % groups:
+        raise ConfigError(f"config train.batch_size ({s.batch_size}) must be divisible by the {groups} BatchNorm "
+                          f"groups of train.bn_groups/train.world_size")
+    if s.device.startswith("cuda:"):
+        raise ConfigError(f"config train.device is {s.device} (one GPU) but train.world_size is {w}; use auto or "
+                          f"cuda, and restrict GPUs with CUDA_VISIBLE_DEVICES")
+    if s.device == "cpu" and s.dist_backend == "nccl":
+        raise ConfigError("config train.dist_backend is nccl but train.device is cpu; use auto or gloo")

@@ -4,6 +4,9 @@ RGB: resize (bicubic) → horizontal flip 0.5 → pad → random crop → tensor
 random erasing (p 0.5, area 0.02–0.4, aspect ≥ 0.3, filled with the ImageNet mean *after*
 normalisation, as the official custom class does). Masks: the same with Grayscale(3) right after the
 resize. RGB and mask draw their random parameters independently (official behaviour).
+
+The test transform and the ImageNet statistics live in ``maskcl.models.transforms`` (evaluation
+reads them with ``model.pt``); they are re-exported here for the training code.
 """
 
 from __future__ import annotations
@@ -16,10 +19,9 @@ import torch
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "RandomErasingMean", "train_transform", "test_transform"]
+from ..models.transforms import IMAGENET_MEAN, IMAGENET_STD, test_transform
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "RandomErasingMean", "train_transform", "test_transform"]
 
 
 class RandomErasingMean:
@@ -64,12 +66,4 @@ def train_transform(size: Tuple[int, int], pad: int = 10, erasing: float = 0.5, 
     ops += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     if erasing > 0:
         ops.append(RandomErasingMean(probability=erasing, mean=IMAGENET_MEAN))
-    return T.Compose(ops)
-
-
-def test_transform(size: Tuple[int, int], grayscale: bool = False) -> T.Compose:
-    ops = [T.Resize(size, interpolation=InterpolationMode.BICUBIC)]
-    if grayscale:
-        ops.append(T.Grayscale(num_output_channels=3))
-    ops += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     return T.Compose(ops)

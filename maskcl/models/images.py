@@ -1,0 +1,96 @@
+"""The one image dataset of the package: paths → (tensor, index), used by training and evaluation.
+
+Images are addressed by index into a path list (for training: the sorted training table, which is
+also the memory index, so a batch carries the indices its features update). A key is an index or
+``(index, seed)``: with a seed the transform draws its random parameters from that seed alone
+(:func:`seeded`), so an augmented view depends only on (run seed, epoch, iteration, position in the
+batch) — not on the number of DataLoader workers, the process layout or an interruption and resume.
+
+Two readers keep each stage's one-line error: :func:`load_rgb` for training images (a dataset
+problem), :func:`load_rgb_eval` for evaluation (names the file and how to fix it).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Callable, Optional, Sequence, Tuple, Union
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..errors import DatasetError, EvaluationError
+
+__all__ = ["ImageSet", "Key", "load_rgb", "load_rgb_eval", "seeded", "split_key"]
+
+#: a dataset key: an index, or (index, augmentation seed)
+Key = Union[int, Tuple[int, int]]
+
+
+def load_rgb(path: str) -> Image.Image:
+    """A training image as RGB; unreadable → :class:`DatasetError` (rerun download/parse)."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"cannot read image {path}: {e}; re-run the download/parse stage") from None
+
+
+def load_rgb_eval(path: str) -> Image.Image:
+    """An evaluation image as RGB; missing or unreadable → :class:`EvaluationError` naming the fix."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise EvaluationError(f"{path}: image not found; rebuild the manifest (download stage) "
+                              f"or restore the file") from None
+    except OSError as e:
+        raise EvaluationError(f"{path}: cannot read image ({e}); replace or remove the file") from None
+
+
+def seeded(transform: Callable, img: Image.Image, seed: int) -> torch.Tensor:
+    """Apply ``transform`` with python's and torch's global RNGs seeded by ``seed``, then restore them."""
+    py_state, torch_state = random.getstate(), torch.random.get_rng_state()
+    random.seed(seed)
+    torch.random.manual_seed(seed)
+    try:
+        return transform(img)
+    finally:
+        random.setstate(py_state)
+        torch.random.set_rng_state(torch_state)
+
+
+def split_key(key: Key) -> Tuple[int, Optional[int]]:
+    """(index, seed or None) of a dataset key."""
+    if isinstance(key, (tuple, list)):
+        return int(key[0]), int(key[1])
+    return int(key), None
+
+
+class ImageSet(Dataset):
+    """(image tensor, index) for a list of paths, in the given order.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+    transform : callable
+        PIL RGB image → tensor (3, H, W).
+    reader : callable
+        path → PIL RGB image; its exceptions are the dataset's errors (:func:`load_rgb`,
+        :func:`load_rgb_eval`).
+    """
+
+    def __init__(self, paths: Sequence[Union[str, os.PathLike]], transform: Callable,
+                 reader: Callable[[str], Image.Image] = load_rgb) -> None:
+        self.paths = [str(p) for p in paths]
+        self.transform = transform
+        self.reader = reader
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key: Key) -> Tuple[torch.Tensor, int]:
+        i, seed = split_key(key)
+        img = self.reader(self.paths[i])
+        return (self.transform(img) if seed is None else seeded(self.transform, img, seed)), i
