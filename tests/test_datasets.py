@@ -102,6 +102,67 @@ def test_schema_source_keys_match_registry():
     assert set(data["sources"]["propertyNames"]["enum"]) == set(REAL)
 
 
+def test_schema_dataset_names_match_registry():
+    """Every place the schema names datasets agrees with the registry, so a new dataset that is
+    registered but missing from an enum (or the reverse) fails here rather than in a user's run."""
+    from maskcl.config import load_schema
+
+    props = load_schema()["properties"]
+    registered = set(DATASETS.names())
+    downloaded = {n for n in registered if not DATASETS.get(n).generated}
+    assert set(props["datasets"]["items"]["enum"]) == registered
+    data = props["data"]["properties"]
+    assert set(data["sources"]["propertyNames"]["enum"]) == downloaded
+    for name in registered - downloaded:  # generated datasets take their parameters from data.<name>
+        assert name in data, f"schema: add data.{name} (the generator's parameters)"
+    assert set(props["dataset_overrides"]["default"]) <= registered
+
+
+#: Facts every dataset class states itself (declared without a value on ``ReIDDataset``).
+FACTS = {"display_name": str, "protocols": tuple, "headline_protocol": str, "ground_truth_parsing": bool,
+         "generated": bool}
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS.names()))
+def test_every_dataset_declares_every_fact(name):
+    from maskcl.datasets import Protocol, ReIDDataset
+
+    cls = DATASETS.get(name)
+    for fact, kind in FACTS.items():
+        assert fact in ReIDDataset.__annotations__ and not hasattr(ReIDDataset, fact)
+        # On the class itself: SynthCC subclasses LTCC and must not inherit LTCC's answers.
+        assert fact in vars(cls), f"{cls.__name__} does not declare {fact}"
+        assert isinstance(getattr(cls, fact), kind), f"{cls.__name__}.{fact} is not a {kind.__name__}"
+    assert cls.display_name
+    names = [p.name for p in cls.protocols]
+    assert names and len(names) == len(set(names))
+    assert cls.headline_protocol in names
+    for p in cls.protocols:
+        assert isinstance(p, Protocol) and p.description and p.short
+        assert {p.query_split, p.gallery_split} <= set(cls.splits)
+    assert cls.ground_truth_parsing == ("parsing" in cls.extra_columns)
+
+
+def test_only_synthcc_is_generated_and_has_ground_truth():
+    assert [n for n in DATASETS.names() if DATASETS.get(n).generated] == ["synthcc"]
+    assert [n for n in DATASETS.names() if DATASETS.get(n).ground_truth_parsing] == ["synthcc"]
+
+
+def test_protocol_and_label_tables_are_views_of_the_classes():
+    from maskcl.datasets import report_order
+    from maskcl.evaluation.protocols import HEADLINE, PROTOCOLS
+    from maskcl.reporting.labels import DATASET_NAMES, PROTOCOL_SHORT
+
+    order = ["ltcc", "synthcc", "prcc", "vcclothes", "celebreid", "celebreid_light", "deepchange"]
+    assert list(report_order()) == order and list(PROTOCOLS) == order and list(HEADLINE) == order
+    for name in order:
+        cls = DATASETS.get(name)
+        assert PROTOCOLS[name] is cls.protocols and HEADLINE[name] == cls.headline_protocol
+        assert DATASET_NAMES[name] == cls.display_name
+        assert all(PROTOCOL_SHORT[(name, p.name)] == p.short for p in cls.protocols)
+    assert DATASET_NAMES["vcclothes"] == "VC-Clothes"
+
+
 @pytest.mark.parametrize("name,totals", [
     ("prcc", 33698), ("ltcc", 17119), ("vcclothes", 19060), ("deepchange", 178407),
     ("celebreid", 34186), ("celebreid_light", 10842)])

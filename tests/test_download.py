@@ -542,6 +542,10 @@ def test_prepare_synthcc_generates_then_loads(tmp_path):
     assert manifest["parsing"].notna().all()
     with pytest.raises(ConfigError, match="SynthCC is generated"):
         prepare_dataset("synthcc", "http://x/y.zip", None, tmp_path, tmp_path, False, {}, **outputs(tmp_path))
+    with pytest.raises(ConfigError) as err:  # the message, word for word, as before the download package
+        prepare_dataset("synthcc", "http://x/y.zip", None, tmp_path, tmp_path, False, {}, **outputs(tmp_path))
+    assert str(err.value) == ("data.sources.synthcc.source is set, but SynthCC is generated, not downloaded; "
+                              "remove it (SynthCC is configured under data.synthcc)")
 
 
 # ------------------------------------------------------------------------------------------ Snakemake

@@ -23,6 +23,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import require
+
 from maskcl.config import validate_config
 from maskcl.errors import MaskCLError
 from maskcl.evaluation import PROTOCOLS, run_protocols, write_metrics_json, write_ranks
@@ -47,12 +49,17 @@ RUNS = [
     ("prcc", "maskcl", "none", (3,), 0.6),
 ]
 #: The config's experiments, as rules/common.smk::experiment_settings() hands them to the job.
+_GT_SIL = {"masks": "groundtruth-silhouette", "mask_source": "groundtruth", "mask_mode": "silhouette"}
+_RGB = {"masks": "none", "mask_source": None, "mask_mode": None}
 EXPERIMENTS = {
-    "maskcl": {"method": "maskcl", "train": {}},
-    "maskcl_no_crossview": {"method": "maskcl", "train": {"crossview_loss": False}},
-    "clustercontrast": {"method": "clustercontrast", "train": {}},
-    "supervised": {"method": "supervised", "train": {}},
+    "maskcl": {"method": "maskcl", "train": {}, **_GT_SIL},
+    "maskcl_no_crossview": {"method": "maskcl", "train": {"crossview_loss": False}, **_GT_SIL},
+    "clustercontrast": {"method": "clustercontrast", "train": {}, **_RGB},
+    "supervised": {"method": "supervised", "train": {}, **_RGB},
 }
+#: Runs of another config (maskcl with mask_mode parts) record their mask source and mode, which this
+#: config's experiments cannot tell.
+RECORDED_MASKS = {"groundtruth-parts": {"mask_source": "groundtruth", "mask_mode": "parts"}}
 MASKCL_LOG = ["epoch", "lr", "loss", "proto_rgb", "nbr_rgb", "proto_mask", "nbr_mask", "crossview", "proto_fused",
               "clusters", "outliers", "singletons", "neighbours_k", "nmi_id", "ari_id", "purity_id", "nmi_clothes",
               "ari_clothes", "purity_clothes", "cluster_s", "epoch_s"]
@@ -180,11 +187,14 @@ def ws(tmp_path_factory) -> Path:
             res = run_protocols(d, m, _features(m, noise, seed), seed=0, single_shot_trials=3, topk=10)
             settings = {"metric": "euclidean", "rerank": False, "single_shot_trials": 3, "seed": 0, "topk": 10}
             prov = {"device": "cpu", "flip": False}
-            if d == "synthcc":     # as maskcl.evaluation.evaluate_checkpoint records it; PRCC: an older file
+            if d == "synthcc":     # as maskcl.evaluation.evaluate_checkpoint records it
                 exp_cfg = EXPERIMENTS[exp]
                 train = TrainSettings.from_dict({"method": exp_cfg["method"], **exp_cfg["train"]}).to_dict()
                 prov["config"] = {"run": {"dataset": d, "experiment": exp, "method": exp_cfg["method"],
-                                          "masks": masks, "seed": seed}, "train": train}
+                                          "masks": masks, "seed": seed, **RECORDED_MASKS.get(masks, {})},
+                                  "train": train}
+            else:                  # PRCC: an older file, the run's identity only (no method, no train settings)
+                prov["config"] = {"run": {"dataset": d, "experiment": exp, "masks": masks, "seed": seed}}
             write_metrics_json(folder / "metrics.json", res, prov, settings=settings)
             write_ranks(folder / "ranks.npz", res)
             _train_log(folder / "train_log.csv", exp, d, seed)
@@ -205,13 +215,22 @@ def _inputs(ws: Path) -> dict:
             "dataset_infos": rel(res.glob("*/dataset.json"))}
 
 
+def _named(inputs: dict) -> dict:
+    """``build_report`` keyword arguments: manifests and mask indexes keyed by what they are (the test
+    workspace knows its own layout; the workflow passes the same mappings from its plan)."""
+    out = dict(inputs)
+    out["manifests"] = {Path(p).parent.name: p for p in inputs["manifests"]}
+    out["mask_indexes"] = {(Path(p).parts[-4], Path(p).parts[-2]): p for p in inputs["mask_indexes"]}
+    return out
+
+
 @pytest.fixture(scope="module")
 def report(ws, tmp_path_factory):
     """``build_report`` run once on the workspace with the packaged published numbers."""
     out = tmp_path_factory.mktemp("report_out")
     inputs = _inputs(ws)
     outputs = build_report(inputs.pop("metrics"), experiments=_experiments(), tables_dir=out / "tables",
-                           figures_dir=out / "figures", **inputs, topk_grid=8, num_grid_queries=4)
+                           figures_dir=out / "figures", **_named(inputs), topk_grid=8, num_grid_queries=4)
     return out, outputs
 
 
@@ -414,10 +433,13 @@ def test_latex_is_well_formed(report):
     assert r"\caption{SynthCC: accuracy (\%)" in tex
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed (the syntax check above still runs)")
 def test_latex_compiles_with_pdflatex(report, tmp_path):
+    """Every generated table compiles in a minimal document (users paste them into papers)."""
+    require(shutil.which("pdflatex") is not None, "pdflatex (texlive-latex-base + texlive-latex-recommended)")
     out, _ = report
-    for stem in ("results", "ablation_components", "published"):
+    stems = sorted(p.stem for p in (out / "tables").glob("*.tex"))
+    assert {"results", "headline", "ablation_components", "published"} <= set(stems), stems
+    for stem in stems:
         doc = tmp_path / f"{stem}_doc.tex"
         doc.write_text("\\documentclass{article}\n\\usepackage[T1]{fontenc}\n\\usepackage{booktabs}\n"
                        "\\usepackage[margin=1cm,landscape]{geometry}\n\\begin{document}\n"
@@ -539,7 +561,8 @@ def test_recorded_training_settings_win_and_mismatches_are_errors(ws, tmp_path):
 
     def moved(doc):
         doc["provenance"]["config"]["run"]["seed"] = 7
-    with pytest.raises(ReportingError, match="written for seed 7 but it sits in the run folder of seed 0"):
+    with pytest.raises(ReportingError, match=r"not inside a run folder of the run it records: written for seed 7 but "
+                                             r"it sits in the run folder \S+/seed0 \(expected \S+/seed7;"):
         load_runs([_copy_run(ws, tmp_path / "b", moved)], _experiments())
 
     def other_method(doc):
@@ -549,20 +572,48 @@ def test_recorded_training_settings_win_and_mismatches_are_errors(ws, tmp_path):
         load_runs([_copy_run(ws, tmp_path / "c", other_method)], _experiments())
 
 
+def test_identity_comes_from_metrics_json_not_the_path(ws, tmp_path):
+    def no_identity(doc):
+        del doc["provenance"]["config"]["run"]["masks"]
+    path = _copy_run(ws, tmp_path / "a", no_identity)
+    with pytest.raises(ReportingError, match=re.escape(f"{path}: records no run identity (provenance.config.run "
+                                                       f"lacks masks); rerun the evaluate rule")):
+        load_runs([path], _experiments())
+
+    def no_config(doc):
+        del doc["provenance"]["config"]
+    with pytest.raises(ReportingError, match=r"lacks dataset, experiment, masks, seed\); rerun the evaluate rule"):
+        load_runs([_copy_run(ws, tmp_path / "b", no_config)], _experiments())
+    # mask source and mode: recorded, else the configured experiment's (same masks), never read off the path
+    run = load_runs([_copy_run(ws, tmp_path / "c", lambda doc: None)], _experiments())[0]
+    assert (run.key.mask_source, run.key.mask_mode) == ("groundtruth", "silhouette")
+    other = {**_experiments(), "maskcl": {**EXPERIMENTS["maskcl"], "mask_source": "schp", "mask_mode": "parts"}}
+    run = load_runs([_copy_run(ws, tmp_path / "d", lambda doc: None)], other)[0]
+    assert (run.key.masks, run.key.mask_source, run.key.mask_mode) == ("groundtruth-silhouette", "schp", "parts")
+    stale = {**_experiments(), "maskcl": {**EXPERIMENTS["maskcl"], "masks": "groundtruth-parts"}}
+    with pytest.raises(ReportingError, match=r"recorded for masks 'groundtruth-silhouette', but neither metrics.json "
+                                             r"nor the config names their mask source and mode \(the config's "
+                                             r"experiment trains with masks 'groundtruth-parts': a stale run"):
+        load_runs([_copy_run(ws, tmp_path / "e", lambda doc: None)], stale)
+
+
 def test_bad_inputs_are_clear_errors(ws, tmp_path):
     bad = tmp_path / "results" / "synthcc" / "runs" / "maskcl" / "none" / "seed0" / "metrics.json"
     bad.parent.mkdir(parents=True)
     bad.write_text(json.dumps({"format": "something/9", "dataset": "synthcc", "protocols": {}}))
     with pytest.raises(ReportingError, match="metrics format 'something/9'"):
         load_runs([bad], _experiments())
+    loose = tmp_path / "metrics.json"                      # a valid run's file outside its run folder
+    shutil.copy(ws / "results" / "synthcc" / "runs" / "maskcl" / "groundtruth-silhouette" / "seed0" / "metrics.json",
+                loose)
     with pytest.raises(ReportingError, match="not inside a run folder"):
-        load_runs([tmp_path / "metrics.json"], _experiments())
+        load_runs([loose], _experiments())
     with pytest.raises(ReportingError, match="no metrics.json inputs"):
         load_runs([], _experiments())
     inputs = {k: [p for p in v if "/prcc/" in p] for k, v in _inputs(ws).items()}
     with pytest.raises(ReportingError, match="tables.topk_grid is 11 but ranks.npz keeps only the top 10"):
         build_report(inputs.pop("metrics"), experiments=_experiments(), tables_dir=tmp_path / "t",
-                     figures_dir=tmp_path / "f", **inputs, topk_grid=11)
+                     figures_dir=tmp_path / "f", **_named(inputs), topk_grid=11)
 
 
 def test_aggregation_ignores_undefined_metrics_per_seed(ws):
@@ -703,7 +754,7 @@ def test_same_inputs_give_identical_outputs(ws, tmp_path):
     for name in ("a", "b"):
         s = dict(sub)
         build_report(s.pop("metrics"), experiments=_experiments(), tables_dir=tmp_path / name / "t",
-                     figures_dir=tmp_path / name / "f", **s, num_grid_queries=3, topk_grid=5)
+                     figures_dir=tmp_path / name / "f", **_named(s), num_grid_queries=3, topk_grid=5)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert files and files == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
     for f in files:
@@ -799,12 +850,25 @@ def all_mask_indexes():
     return _g("results/*/masks/*/index.csv")
 
 
+def manifests_by_dataset():
+    return {{p.split("/")[1]: p for p in all_manifests()}}
+
+
+def mask_indexes_by_source():
+    return [[p.split("/")[1], p.split("/")[3], p] for p in all_mask_indexes()]
+
+
 def all_dataset_infos():
     return _g("results/*/dataset.json")
 
 
 def experiment_settings():
-    return {{e: {{"method": x["method"], "train": dict(x.get("train", {{}}))}} for e, x in config["experiments"].items()}}
+    def masks(x):
+        mode = x.get("mask_mode", "silhouette") if x["method"] == "maskcl" else None
+        source = "groundtruth" if mode else None
+        return {{"masks": f"{{source}}-{{mode}}" if mode else "none", "mask_source": source, "mask_mode": mode}}
+    return {{e: {{"method": x["method"], "train": dict(x.get("train", {{}})), **masks(x)}}
+            for e, x in config["experiments"].items()}}
 
 
 include: "{root}/rules/tables.smk"

@@ -10,7 +10,8 @@ def main(smk):
     build_report(list(smk.input.metrics), experiments=smk.params.experiments,
                  tables_dir=Path(smk.output.results_csv).parent, figures_dir=Path(smk.output.cmc).parent,
                  ranks=list(smk.input.ranks), train_logs=list(smk.input.train_logs),
-                 manifests=list(smk.input.manifests), mask_indexes=list(smk.input.mask_indexes),
+                 manifests=dict(smk.params.manifests),
+                 mask_indexes={(d, s): path for d, s, path in smk.params.mask_indexes},
                  dataset_infos=list(smk.input.dataset_infos), **smk.params.settings)
 
 

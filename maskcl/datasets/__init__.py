@@ -11,12 +11,13 @@ a gallery image of the same person in the same outfit share one clothes id.
 from __future__ import annotations
 
 import os
-from typing import Type
+from typing import List, Tuple, Type
 
 import pandas as pd
 
 from ..registry import Registry
 from .base import MANIFEST_COLUMNS, ReIDDataset, SplitStats, split_statistics
+from .protocol import Protocol
 from .celeb import CelebReID, CelebReIDLight
 from .deepchange import DeepChange
 from .ltcc import LTCC
@@ -24,26 +25,36 @@ from .prcc import PRCC
 from .synthcc import SynthCC
 from .vcclothes import VCClothes
 
-__all__ = ["DATASETS", "register_dataset", "get_dataset", "load_dataset", "list_datasets",
-           "ReIDDataset", "SplitStats", "MANIFEST_COLUMNS", "split_statistics"]
+__all__ = ["DATASETS", "register_dataset", "get_dataset", "load_dataset", "list_datasets", "report_order",
+           "ReIDDataset", "SplitStats", "MANIFEST_COLUMNS", "split_statistics", "Protocol"]
 
 #: Name → loader class. Add a dataset by writing one module with a ``ReIDDataset`` subclass and
 #: registering it here.
 DATASETS = Registry("dataset")
 
+#: Names in registration order, which is the order of datasets in reports (``report_order``).
+_ORDER: List[str] = []
+
 
 def register_dataset(cls: Type[ReIDDataset]) -> Type[ReIDDataset]:
     DATASETS.register(cls.name, cls)
+    _ORDER.append(cls.name)
     return cls
 
 
-register_dataset(PRCC)
+# Registration order is report order (tables, PROTOCOLS): keep it when adding a dataset.
 register_dataset(LTCC)
+register_dataset(SynthCC)
+register_dataset(PRCC)
 register_dataset(VCClothes)
-register_dataset(DeepChange)
 register_dataset(CelebReID)
 register_dataset(CelebReIDLight)
-register_dataset(SynthCC)
+register_dataset(DeepChange)
+
+
+def report_order() -> Tuple[str, ...]:
+    """Registered dataset names in the order reports list them (registration order, not sorted)."""
+    return tuple(_ORDER)
 
 
 def get_dataset(name: str) -> ReIDDataset:

@@ -14,16 +14,17 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import pandas as pd
 
 from ..errors import DatasetError
+from .protocol import Protocol
 
 __all__ = [
     "IMAGE_EXTENSIONS", "MANIFEST_COLUMNS", "SplitStats", "ReIDDataset", "list_images",
     "parse_failures", "encode_clothes", "split_statistics", "check_nonempty_splits", "check_range",
-    "person_folders",
+    "person_folders", "parse_outfit_files",
 ]
 
 logger = logging.getLogger(__name__)
@@ -168,6 +169,22 @@ class ReIDDataset:
     #: Extra columns this loader adds after ``MANIFEST_COLUMNS``.
     extra_columns: ClassVar[Tuple[str, ...]] = ()
 
+    # Facts every dataset must state itself: declared here without a value so that a subclass that
+    # forgets one fails ``tests/test_datasets.py`` (and raises ``AttributeError`` on use) instead of
+    # silently inheriting another dataset's answer.
+    #: The name used in papers and in every table (``VC-Clothes``).
+    display_name: ClassVar[str]
+    #: Evaluation protocols, in report order (the first ones are saved in ``ranks.npz`` after the
+    #: headline); each carries its ``description`` (``metrics.json``) and ``short`` (the tables).
+    protocols: ClassVar[Tuple[Protocol, ...]]
+    #: Name of the protocol quoted as the dataset's headline number.
+    headline_protocol: ClassVar[str]
+    #: True when every image comes with a ground-truth label map (the ``parsing`` column), so the
+    #: ``groundtruth`` mask source and the mask-quality table apply.
+    ground_truth_parsing: ClassVar[bool]
+    #: True when the data is generated locally (``generate``) rather than downloaded.
+    generated: ClassVar[bool]
+
     # ------------------------------------------------------------------ layout
     def required_paths(self) -> List[str]:
         """Paths (relative to the root) whose presence identifies this dataset."""
@@ -296,6 +313,10 @@ class ReIDDataset:
         gate = "this dataset is licence-gated: " if self.licence_gated else ""
         return f"{gate}{self.access or self.homepage}"
 
+    def generate(self, target: Path, params: Mapping[str, Any], workers: int = 1) -> Path:
+        """Write the dataset into ``target`` and return its location (only where ``generated``)."""
+        raise NotImplementedError(f"{self.name} is downloaded, not generated")
+
 
 @dataclass
 class _Rows:
@@ -313,3 +334,38 @@ class _Rows:
 
 def compile_basename(pattern: str) -> "re.Pattern[str]":
     return re.compile(pattern, re.IGNORECASE)
+
+
+def parse_outfit_files(dataset: str, root: Path, split_dirs: Mapping[str, str], pattern: str,
+                       fields: Tuple[str, str, str], num_cameras: int, shown: str) -> pd.DataFrame:
+    """Rows of a flat ``<split folder>/<file>`` tree whose names hold a pid, a camera and an outfit.
+
+    LTCC-style layouts (LTCC, SynthCC, VC-Clothes) differ only in where the three integers sit in
+    the file name, so one loop serves them: ``fields`` names what regex groups 1..3 of ``pattern``
+    hold (``"pid"``, ``"cam"``, ``"outfit"``, in the file name's order). Cameras are 1-based in the
+    names (``camid = cam - 1``); clothes are keyed by (split group, pid, outfit) with split groups
+    ``train`` and ``test`` (every other split). Unparseable names of one folder raise together,
+    ``shown`` being the pattern as the user reads it.
+
+    Returns the columns ``relpath, split, pid, camid, outfit, clothes_id``.
+    """
+    regex = compile_basename(pattern)
+    at = {f: i + 1 for i, f in enumerate(fields)}
+    rows = _Rows()
+    for split, folder in split_dirs.items():
+        bad = []
+        group = "train" if split == "train" else "test"
+        for p in list_images(root / folder):
+            m = regex.match(p.name)
+            if not m:
+                bad.append(p.name)
+                continue
+            pid, outfit, cam = int(m.group(at["pid"])), int(m.group(at["outfit"])), int(m.group(at["cam"]))
+            check_range(dataset, p, "camera", cam, 1, num_cameras)
+            rows.add(relpath=f"{folder}/{p.name}", split=split, pid=pid, camid=cam - 1,
+                     outfit=outfit, clothes_key=f"{group}|{pid}|{outfit}")
+        if bad:
+            raise parse_failures(dataset, root / folder, bad, shown)
+    frame = rows.frame(["relpath", "split", "pid", "camid", "outfit", "clothes_key"])
+    frame["clothes_id"] = encode_clothes(frame["clothes_key"])
+    return frame.drop(columns="clothes_key")

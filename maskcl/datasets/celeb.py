@@ -39,6 +39,7 @@ import pandas as pd
 
 from .base import (ReIDDataset, SplitStats, _Rows, check_range, compile_basename, encode_clothes, list_images,
                    parse_failures)
+from .protocol import Protocol
 
 __all__ = ["CelebReID", "CelebReIDLight"]
 
@@ -49,6 +50,14 @@ CELEB_CAMIDS: Dict[str, int] = {"train": 0, "query": 0, "gallery": 1}
 
 _ACCESS = ("Celeb-reID(-light) is downloaded from the OneDrive/Baidu links in https://github.com/Huang-3/Celeb-reID "
            "(no request form; research only, do not distribute or use commercially)")
+
+
+def celeb_protocols(label: str) -> Tuple[Protocol, ...]:
+    """The one Celeb protocol, worded for ``label``: no camera labels, so nothing is excluded."""
+    return (Protocol("general", "query", "gallery", "standard",
+                     f"{label}: all queries vs all gallery images; nothing excluded (no cameras)",
+                     camera_column=None,
+                     short="all queries vs all gallery images; nothing excluded (no camera labels)"),)
 
 
 class _Celeb(ReIDDataset):
@@ -94,6 +103,11 @@ class CelebReID(_Celeb):
     foreign_dirnames: ClassVar[Tuple[str, ...]] = ("Celeb-reID-light", "Celeb-ReID-Light", "celebreid_light",
                                                    "Celeb_reID_light")
     max_pid: ClassVar[Optional[int]] = 632
+    display_name: ClassVar[str] = "Celeb-reID"
+    protocols: ClassVar[Tuple[Protocol, ...]] = celeb_protocols("Celeb-reID")
+    headline_protocol: ClassVar[str] = "general"
+    ground_truth_parsing: ClassVar[bool] = False
+    generated: ClassVar[bool] = False
     official: ClassVar[Dict[str, SplitStats]] = {
         "train": SplitStats(images=20208, ids=632),
         "query": SplitStats(images=2972, ids=420),
@@ -108,6 +122,11 @@ class CelebReIDLight(_Celeb):
     dirnames: ClassVar[Tuple[str, ...]] = ("Celeb-reID-light", "Celeb-ReID-Light", "celebreid_light",
                                            "Celeb_reID_light")
     foreign_dirnames: ClassVar[Tuple[str, ...]] = ("Celeb-reID", "Celeb-ReID", "celebreid", "Celeb_reID")
+    display_name: ClassVar[str] = "Celeb-reID-light"
+    protocols: ClassVar[Tuple[Protocol, ...]] = celeb_protocols("Celeb-reID-light")
+    headline_protocol: ClassVar[str] = "general"
+    ground_truth_parsing: ClassVar[bool] = False
+    generated: ClassVar[bool] = False
     official: ClassVar[Dict[str, SplitStats]] = {
         "train": SplitStats(images=9021, ids=490),
         "query": SplitStats(images=887, ids=100),

@@ -30,6 +30,7 @@ import pandas as pd
 from ..errors import DatasetError
 from .base import (ReIDDataset, SplitStats, _Rows, check_range, compile_basename, encode_clothes, list_images,
                    parse_failures)
+from .protocol import Protocol
 
 __all__ = ["DeepChange"]
 
@@ -60,6 +61,20 @@ class DeepChange(ReIDDataset):
     extra_columns: ClassVar[Tuple[str, ...]] = ("tracklet",)
     pattern: ClassVar[str] = r"^P(\d+)_C(\d+)_([^_.]+)_([^_.]+)_([^_.]+)_([^_.]+)\.(?:jpg|jpeg|png)$"
     num_cameras: ClassVar[int] = 17
+    display_name: ClassVar[str] = "DeepChange"
+    protocols: ClassVar[Tuple[Protocol, ...]] = (
+        Protocol("val", "val_query", "val_gallery", "standard",
+                 "DeepChange validation: standard rule with the tracklet id as the camera (CAL)",
+                 camera_column="tracklet",
+                 short="validation split; the tracklet id plays the camera (CAL)"),
+        Protocol("test", "query", "gallery", "standard",
+                 "DeepChange test: standard rule with the tracklet id as the camera (CAL); same-camera matches "
+                 "from other tracklets count", camera_column="tracklet",
+                 short="test split; the tracklet id plays the camera (CAL)"),
+    )
+    headline_protocol: ClassVar[str] = "test"
+    ground_truth_parsing: ClassVar[bool] = False
+    generated: ClassVar[bool] = False
 
     def required_paths(self) -> List[str]:
         dirs = list(self.split_dirs.values())

@@ -22,10 +22,31 @@ from typing import ClassVar, Dict, Optional, Set, Tuple
 import pandas as pd
 
 from ..errors import DatasetError
-from .base import (ReIDDataset, SplitStats, _Rows, check_range, compile_basename, encode_clothes, list_images,
-                   parse_failures)
+from .base import ReIDDataset, SplitStats, parse_outfit_files
+from .protocol import Protocol
 
-__all__ = ["LTCC"]
+__all__ = ["LTCC", "ltcc_protocols"]
+
+
+def ltcc_protocols(label: str) -> Tuple[Protocol, ...]:
+    """LTCC's three protocols, worded for ``label`` (SynthCC shares LTCC's layout and rules)."""
+    return (
+        Protocol("general", "query", "gallery", "standard",
+                 f"{label} general (standard): all queries vs all gallery images; junk = same id & same camera",
+                 short="standard rule: all queries vs all gallery images; same-identity same-camera images "
+                       "excluded"),
+        Protocol("cc", "query", "gallery", "cc",
+                 f"{label} cloth-changing (CAL): all queries vs all gallery images; junk = same id & (same camera "
+                 "or same clothes); cloth-consistent ids stay as distractors and their queries are skipped",
+                 short="clothes-changing (CAL): every gallery image kept as a distractor; same-identity images "
+                       "with the same clothes or camera excluded"),
+        Protocol("cc_maskcl", "query", "gallery", "cc",
+                 f"{label} cloth-changing as in the official MaskCL code: query and gallery restricted to "
+                 "cloth-changing identities (info/cloth-change_id_test.txt), then the cc rule",
+                 cloth_changing_only=True,
+                 short="clothes-changing as in the official MaskCL code: query and gallery restricted to "
+                       "clothes-changing identities, then the clothes-changing rule"),
+    )
 
 
 class LTCC(ReIDDataset):
@@ -44,6 +65,11 @@ class LTCC(ReIDDataset):
     extra_columns: ClassVar[Tuple[str, ...]] = ("outfit", "cloth_changing")
     pattern: ClassVar[str] = r"^(\d+)_(\d+)_c(\d+)(?:_[^.]*)?\.(?:png|jpg|jpeg)$"
     num_cameras: ClassVar[int] = 12
+    display_name: ClassVar[str] = "LTCC"
+    protocols: ClassVar[Tuple[Protocol, ...]] = ltcc_protocols("LTCC")
+    headline_protocol: ClassVar[str] = "cc"
+    ground_truth_parsing: ClassVar[bool] = False
+    generated: ClassVar[bool] = False
 
     def _info_ids(self, root: Path, kind: str, which: str) -> Optional[Set[int]]:
         f = root / "info" / f"cloth-{kind}_id_{which}.txt"
@@ -62,27 +88,10 @@ class LTCC(ReIDDataset):
         return ids
 
     def parse(self, root: Path) -> pd.DataFrame:
-        regex = compile_basename(self.pattern)
-        rows = _Rows()
-        for split, folder in self.split_dirs.items():
-            bad = []
-            group = "train" if split == "train" else "test"
-            for p in list_images(root / folder):
-                m = regex.match(p.name)
-                if not m:
-                    bad.append(p.name)
-                    continue
-                pid, outfit, cam = int(m.group(1)), int(m.group(2)), int(m.group(3))
-                check_range(self.name, p, "camera", cam, 1, self.num_cameras)
-                rows.add(relpath=f"{folder}/{p.name}", split=split, pid=pid, camid=cam - 1,
-                         outfit=outfit, clothes_key=f"{group}|{pid}|{outfit}")
-            if bad:
-                raise parse_failures(self.name, root / folder, bad, "<pid>_<outfit>_c<cam>_<frame>.png")
-        frame = rows.frame(["relpath", "split", "pid", "camid", "outfit", "clothes_key"])
-        frame["clothes_id"] = encode_clothes(frame["clothes_key"])
+        frame = parse_outfit_files(self.name, root, self.split_dirs, self.pattern, ("pid", "outfit", "cam"),
+                                   self.num_cameras, "<pid>_<outfit>_c<cam>_<frame>.png")
         flags, source = self._cloth_changing(root, frame)
         frame["cloth_changing"] = flags
-        frame = frame.drop(columns="clothes_key")
         frame.attrs["cloth_changing_source"] = source
         return frame
 

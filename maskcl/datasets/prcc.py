@@ -31,6 +31,7 @@ import pandas as pd
 from ..errors import DatasetError
 from .base import (ReIDDataset, SplitStats, _Rows, compile_basename, encode_clothes, list_images, parse_failures,
                    person_folders)
+from .protocol import Protocol
 
 __all__ = ["PRCC"]
 
@@ -60,6 +61,29 @@ class PRCC(ReIDDataset):
                              "1yTYawRm4ap3M-j0PjLQJ--xmZHseFDLz/view); check the page for the access terms")
     train_pattern: ClassVar[str] = r"^([ABC])_cropped_rgb(\d+)\.(?:jpg|jpeg|png)$"
     test_pattern: ClassVar[str] = r"^(?:([ABC])_)?cropped_rgb(\d+)\.(?:jpg|jpeg|png)$"
+    display_name: ClassVar[str] = "PRCC"
+    protocols: ClassVar[Tuple[Protocol, ...]] = (
+        Protocol("sc_multishot", "query_sc", "gallery", "standard",
+                 "PRCC same clothes, multi-shot (CAL): camera B queries vs the full camera A gallery",
+                 short="same clothes (camera B vs A), multi-shot: the full camera-A gallery (CAL)"),
+        Protocol("cc_multishot", "query_cc", "gallery", "standard",
+                 "PRCC cross clothes, multi-shot (CAL): camera C queries vs the full camera A gallery",
+                 short="clothes-changing (camera C vs A), multi-shot: the full camera-A gallery (CAL)"),
+        Protocol("sc_singleshot", "query_sc", "gallery", "standard",
+                 "PRCC same clothes, single-shot: camera B queries vs one random camera A image per id; "
+                 "CMC and AP on each drawn gallery, mean ± std over the draws", single_shot=True,
+                 short="same clothes (camera B vs A), single-shot: one random camera-A image per "
+                       "identity, mean over draws"),
+        Protocol("cc_singleshot", "query_cc", "gallery", "standard",
+                 "PRCC cross clothes, single-shot (original PRCC protocol, official MaskCL): camera C queries vs "
+                 "one random camera A image per id; CMC and AP on each drawn gallery, mean ± std over the draws",
+                 single_shot=True,
+                 short="clothes-changing (camera C vs A), single-shot as in MaskCL: one random camera-A "
+                       "image per identity, mean over draws"),
+    )
+    headline_protocol: ClassVar[str] = "cc_multishot"
+    ground_truth_parsing: ClassVar[bool] = False
+    generated: ClassVar[bool] = False
 
     def parse(self, root: Path) -> pd.DataFrame:
         rows = _Rows()

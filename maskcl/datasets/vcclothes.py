@@ -20,8 +20,8 @@ from typing import ClassVar, Dict, Tuple
 
 import pandas as pd
 
-from .base import (ReIDDataset, SplitStats, _Rows, check_range, compile_basename, encode_clothes, list_images,
-                   parse_failures)
+from .base import ReIDDataset, SplitStats, parse_outfit_files
+from .protocol import Protocol
 
 __all__ = ["VCClothes"]
 
@@ -41,24 +41,28 @@ class VCClothes(ReIDDataset):
     extra_columns: ClassVar[Tuple[str, ...]] = ("outfit",)
     pattern: ClassVar[str] = r"^(\d+)-(\d+)-(\d+)-(\d+)\.(?:jpg|jpeg|png)$"
     num_cameras: ClassVar[int] = 4
+    display_name: ClassVar[str] = "VC-Clothes"
+    protocols: ClassVar[Tuple[Protocol, ...]] = (
+        Protocol("general", "query", "gallery", "standard", "VC-Clothes all cameras, general (standard rule)",
+                 short="standard rule, all cameras; same-identity same-camera images excluded"),
+        Protocol("sc", "query", "gallery", "sc", "VC-Clothes all cameras, same-clothes rule",
+                 short="same-clothes rule, all cameras"),
+        Protocol("cc", "query", "gallery", "cc",
+                 "VC-Clothes all cameras, cloth-changing rule (the official MaskCL protocol)",
+                 short="clothes-changing rule, all cameras (the official MaskCL protocol)"),
+        Protocol("cams23", "query", "gallery", "standard",
+                 "VC-Clothes cameras 2 & 3 (camid 1 & 2), same clothes (CAL vcclothes_sc): both sides restricted, "
+                 "standard rule", cameras=(1, 2),
+                 short="cameras 2 and 3 only, same clothes (CAL vcclothes_sc)"),
+        Protocol("cams34", "query", "gallery", "standard",
+                 "VC-Clothes cameras 3 & 4 (camid 2 & 3), clothes change (CAL vcclothes_cc): both sides restricted, "
+                 "standard rule", cameras=(2, 3),
+                 short="cameras 3 and 4 only, clothes change (CAL vcclothes_cc)"),
+    )
+    headline_protocol: ClassVar[str] = "cc"
+    ground_truth_parsing: ClassVar[bool] = False
+    generated: ClassVar[bool] = False
 
     def parse(self, root: Path) -> pd.DataFrame:
-        regex = compile_basename(self.pattern)
-        rows = _Rows()
-        for split, folder in self.split_dirs.items():
-            group = "train" if split == "train" else "test"
-            bad = []
-            for p in list_images(root / folder):
-                m = regex.match(p.name)
-                if not m:
-                    bad.append(p.name)
-                    continue
-                pid, cam, outfit = int(m.group(1)), int(m.group(2)), int(m.group(3))
-                check_range(self.name, p, "camera", cam, 1, self.num_cameras)
-                rows.add(relpath=f"{folder}/{p.name}", split=split, pid=pid, camid=cam - 1, outfit=outfit,
-                         clothes_key=f"{group}|{pid}|{outfit}")
-            if bad:
-                raise parse_failures(self.name, root / folder, bad, "<pid>-<cam>-<clothes>-<index>.jpg")
-        frame = rows.frame(["relpath", "split", "pid", "camid", "outfit", "clothes_key"])
-        frame["clothes_id"] = encode_clothes(frame["clothes_key"])
-        return frame.drop(columns="clothes_key")
+        return parse_outfit_files(self.name, root, self.split_dirs, self.pattern, ("pid", "cam", "outfit"),
+                                  self.num_cameras, "<pid>-<cam>-<clothes>-<index>.jpg")

@@ -15,6 +15,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import pandas as pd
 
+from ..datasets import DATASETS, report_order
+from ..datasets.protocol import Protocol
 from .distance import distance_chunks
 from ..errors import EvaluationError
 from .metrics import RankingResult, evaluate_chunks, match_flags
@@ -26,105 +28,14 @@ __all__ = ["Protocol", "ProtocolResult", "PROTOCOLS", "HEADLINE", "list_protocol
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Protocol:
-    """One query set against one gallery under one rule.
-
-    ``camera_column`` is the manifest column used as the camera in the rule (``tracklet`` on
-    DeepChange); ``None`` means queries and gallery never share a camera (Celeb: nothing is
-    excluded). ``cameras`` keeps only these 0-based camids on both sides. ``cloth_changing_only``
-    keeps only identities flagged ``cloth_changing`` on both sides. ``single_shot`` evaluates
-    against repeated random galleries of one image per identity.
-    """
-
-    name: str
-    query_split: str
-    gallery_split: str
-    rule: str
-    description: str
-    camera_column: Optional[str] = "camid"
-    cameras: Optional[Tuple[int, ...]] = None
-    cloth_changing_only: bool = False
-    single_shot: bool = False
-
-    def describe(self) -> Dict[str, Any]:
-        return {"name": self.name, "description": self.description, "query_split": self.query_split,
-                "gallery_split": self.gallery_split, "rule": self.rule, "camera_column": self.camera_column,
-                "cameras": list(self.cameras) if self.cameras is not None else None,
-                "cloth_changing_only": self.cloth_changing_only, "single_shot": self.single_shot}
-
-
-def _ltcc_like(label: str) -> Tuple[Protocol, ...]:
-    return (
-        Protocol("general", "query", "gallery", "standard",
-                 f"{label} general (standard): all queries vs all gallery images; junk = same id & same camera"),
-        Protocol("cc", "query", "gallery", "cc",
-                 f"{label} cloth-changing (CAL): all queries vs all gallery images; junk = same id & (same camera "
-                 "or same clothes); cloth-consistent ids stay as distractors and their queries are skipped"),
-        Protocol("cc_maskcl", "query", "gallery", "cc",
-                 f"{label} cloth-changing as in the official MaskCL code: query and gallery restricted to "
-                 "cloth-changing identities (info/cloth-change_id_test.txt), then the cc rule",
-                 cloth_changing_only=True),
-    )
-
-
-_PRCC = (
-    Protocol("sc_multishot", "query_sc", "gallery", "standard",
-             "PRCC same clothes, multi-shot (CAL): camera B queries vs the full camera A gallery"),
-    Protocol("cc_multishot", "query_cc", "gallery", "standard",
-             "PRCC cross clothes, multi-shot (CAL): camera C queries vs the full camera A gallery"),
-    Protocol("sc_singleshot", "query_sc", "gallery", "standard",
-             "PRCC same clothes, single-shot: camera B queries vs one random camera A image per id; "
-             "CMC and AP on each drawn gallery, mean ± std over the draws", single_shot=True),
-    Protocol("cc_singleshot", "query_cc", "gallery", "standard",
-             "PRCC cross clothes, single-shot (original PRCC protocol, official MaskCL): camera C queries vs "
-             "one random camera A image per id; CMC and AP on each drawn gallery, mean ± std over the draws",
-             single_shot=True),
-)
-
-_VC = (
-    Protocol("general", "query", "gallery", "standard", "VC-Clothes all cameras, general (standard rule)"),
-    Protocol("sc", "query", "gallery", "sc", "VC-Clothes all cameras, same-clothes rule"),
-    Protocol("cc", "query", "gallery", "cc",
-             "VC-Clothes all cameras, cloth-changing rule (the official MaskCL protocol)"),
-    Protocol("cams23", "query", "gallery", "standard",
-             "VC-Clothes cameras 2 & 3 (camid 1 & 2), same clothes (CAL vcclothes_sc): both sides restricted, "
-             "standard rule", cameras=(1, 2)),
-    Protocol("cams34", "query", "gallery", "standard",
-             "VC-Clothes cameras 3 & 4 (camid 2 & 3), clothes change (CAL vcclothes_cc): both sides restricted, "
-             "standard rule", cameras=(2, 3)),
-)
-
-
-def _celeb(label: str) -> Tuple[Protocol, ...]:
-    return (Protocol("general", "query", "gallery", "standard",
-                     f"{label}: all queries vs all gallery images; nothing excluded (no cameras)",
-                     camera_column=None),)
-
-
-_DEEPCHANGE = (
-    Protocol("val", "val_query", "val_gallery", "standard",
-             "DeepChange validation: standard rule with the tracklet id as the camera (CAL)",
-             camera_column="tracklet"),
-    Protocol("test", "query", "gallery", "standard",
-             "DeepChange test: standard rule with the tracklet id as the camera (CAL); same-camera matches "
-             "from other tracklets count", camera_column="tracklet"),
-)
+# The protocols are facts about each dataset and live on its class (``ReIDDataset.protocols`` and
+# ``headline_protocol``); these two tables are views of the registry, in report order.
 
 #: Dataset name → its protocols, in report order.
-PROTOCOLS: Dict[str, Tuple[Protocol, ...]] = {
-    "ltcc": _ltcc_like("LTCC"),
-    "synthcc": _ltcc_like("SynthCC"),
-    "prcc": _PRCC,
-    "vcclothes": _VC,
-    "celebreid": _celeb("Celeb-reID"),
-    "celebreid_light": _celeb("Celeb-reID-light"),
-    "deepchange": _DEEPCHANGE,
-}
+PROTOCOLS: Dict[str, Tuple[Protocol, ...]] = {name: DATASETS.get(name).protocols for name in report_order()}
 
 #: Dataset name → the protocol quoted as its headline number (and saved in ranks.npz first).
-HEADLINE: Dict[str, str] = {"ltcc": "cc", "synthcc": "cc", "prcc": "cc_multishot", "vcclothes": "cc",
-                            "celebreid": "general", "celebreid_light": "general", "deepchange": "test"}
+HEADLINE: Dict[str, str] = {name: DATASETS.get(name).headline_protocol for name in report_order()}
 
 
 def list_protocols(dataset: str) -> Tuple[Protocol, ...]:

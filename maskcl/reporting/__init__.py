@@ -1,6 +1,7 @@
 """Stage 5: paper tables, published numbers beside ours, figures, and the report's inputs.
 
-- ``runs``: run folders → ``Run`` records (identity from the path, method from the config).
+- ``runs``: metrics files → ``Run`` records (identity as recorded in metrics.json, method and masks from
+  the record or the config).
 - ``aggregate``: per-seed and seed-aggregated long tables (raw fractions), CMC data.
 - ``published``: the curated ``data/published.yaml`` (statuses V and I only), checked on load.
 - ``render`` / ``tables``: one table model rendered as Markdown and LaTeX (booktabs), plus CSV.
@@ -13,13 +14,13 @@ from .aggregate import METRIC_KEYS, aggregate_seeds, cmc_frame, per_seed_frame
 from .labels import DATASET_NAMES, PROTOCOL_SHORT, protocol_short, run_label
 from .published import PublishedEntry, load_published, published_frame
 from .render import Table, fmt_pct, latex_escape, tables_to_latex, tables_to_markdown, to_latex, to_markdown
-from .runs import COMPONENTS, Run, RunKey, load_runs, parse_run_path
+from .runs import COMPONENTS, Run, RunKey, load_runs
 from .stage import FIGURE_KINDS, TABLE_STEMS, ReportOutputs, build_report
 from .tables import (ablation_component_tables, ablation_mask_tables, ablation_method_tables, headline_table,
                      results_tables)
 
 __all__ = [
-    "ReportingError", "RunKey", "Run", "COMPONENTS", "parse_run_path", "load_runs",
+    "ReportingError", "RunKey", "Run", "COMPONENTS", "load_runs",
     "METRIC_KEYS", "per_seed_frame", "aggregate_seeds", "cmc_frame",
     "DATASET_NAMES", "PROTOCOL_SHORT", "protocol_short", "run_label",
     "PublishedEntry", "load_published", "published_frame",

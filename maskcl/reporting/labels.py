@@ -1,7 +1,8 @@
 """Human words for machine names: datasets, protocols, methods and row groups.
 
-Every number in a table carries its protocol; the short descriptions below are what a reader sees
-next to the protocol name (the full definitions are in ``metrics.json`` and docs/protocols.md).
+Every number in a table carries its protocol; the short descriptions (``Protocol.short``, declared
+by each dataset class) are what a reader sees next to the protocol name (the full definitions are in
+``metrics.json`` and docs/protocols.md).
 Supervised runs are always labelled as an upper bound so they are never read as a competitor.
 """
 
@@ -9,45 +10,21 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
 
+from ..datasets import DATASETS, report_order
+
 __all__ = ["DATASET_NAMES", "PROTOCOL_SHORT", "METHOD_NAMES", "SUPERVISED_METHODS", "GROUPS",
            "dataset_name", "protocol_short", "method_name", "run_label", "supervision", "group_of",
            "group_title"]
 
-#: Registry name → the name used in papers.
-DATASET_NAMES: Dict[str, str] = {
-    "synthcc": "SynthCC", "ltcc": "LTCC", "prcc": "PRCC", "vcclothes": "VC-Clothes",
-    "deepchange": "DeepChange", "celebreid": "Celeb-reID", "celebreid_light": "Celeb-reID-light",
-}
+# Display names and protocol summaries are facts about each dataset and live on its class
+# (``display_name``, ``Protocol.short``); these tables are views of the registry, in report order.
 
-_LTCC_LIKE = {
-    "general": "standard rule: all queries vs all gallery images; same-identity same-camera images excluded",
-    "cc": "clothes-changing (CAL): every gallery image kept as a distractor; same-identity images with the "
-          "same clothes or camera excluded",
-    "cc_maskcl": "clothes-changing as in the official MaskCL code: query and gallery restricted to "
-                 "clothes-changing identities, then the clothes-changing rule",
-}
-_CELEB = {"general": "all queries vs all gallery images; nothing excluded (no camera labels)"}
+#: Registry name → the name used in papers.
+DATASET_NAMES: Dict[str, str] = {name: DATASETS.get(name).display_name for name in report_order()}
 
 #: (dataset, protocol) → short description shown beside every number of that protocol.
 PROTOCOL_SHORT: Dict[Tuple[str, str], str] = {
-    **{("ltcc", k): v for k, v in _LTCC_LIKE.items()},
-    **{("synthcc", k): v for k, v in _LTCC_LIKE.items()},
-    ("prcc", "sc_multishot"): "same clothes (camera B vs A), multi-shot: the full camera-A gallery (CAL)",
-    ("prcc", "cc_multishot"): "clothes-changing (camera C vs A), multi-shot: the full camera-A gallery (CAL)",
-    ("prcc", "sc_singleshot"): "same clothes (camera B vs A), single-shot: one random camera-A image per "
-                               "identity, mean over draws",
-    ("prcc", "cc_singleshot"): "clothes-changing (camera C vs A), single-shot as in MaskCL: one random camera-A "
-                               "image per identity, mean over draws",
-    ("vcclothes", "general"): "standard rule, all cameras; same-identity same-camera images excluded",
-    ("vcclothes", "sc"): "same-clothes rule, all cameras",
-    ("vcclothes", "cc"): "clothes-changing rule, all cameras (the official MaskCL protocol)",
-    ("vcclothes", "cams23"): "cameras 2 and 3 only, same clothes (CAL vcclothes_sc)",
-    ("vcclothes", "cams34"): "cameras 3 and 4 only, clothes change (CAL vcclothes_cc)",
-    **{("celebreid", k): v for k, v in _CELEB.items()},
-    **{("celebreid_light", k): v for k, v in _CELEB.items()},
-    ("deepchange", "val"): "validation split; the tracklet id plays the camera (CAL)",
-    ("deepchange", "test"): "test split; the tracklet id plays the camera (CAL)",
-}
+    (name, p.name): p.short for name in report_order() for p in DATASETS.get(name).protocols}
 
 #: Method registry name → row label.
 METHOD_NAMES: Dict[str, str] = {

@@ -1,11 +1,13 @@
-"""Run folders and what they hold: identity from the path, method and settings from the run itself.
+"""Run folders and what they hold: identity, method and settings from what the run recorded.
 
-A run folder is ``results/{dataset}/runs/{experiment}/{masks}/seed{seed}/``. The path is the source
-of truth for the run's identity. The method and the component switches used by the ablation tables
-come first from what the evaluate stage recorded in ``metrics.json`` (``provenance.config.run`` and
-``provenance.config.train``: the trained model's own settings), then from the config's experiments
-(passed in, never read here) for files that do not record them. Recorded and configured values
-that disagree mean a stale run, and are reported as an error rather than picked between.
+A run folder is ``results/{dataset}/runs/{experiment}/{masks}/seed{seed}/``. A run's identity
+(dataset, experiment, masks, seed) is what the evaluate stage recorded in ``metrics.json``
+(``provenance.config.run``); the folder is only checked to be the one that identity names, never
+parsed. The method and the component switches used by the ablation tables come first from the
+recorded ``provenance.config.run`` and ``provenance.config.train`` (the trained model's own
+settings), then from the config's experiments (passed in, never read here) for files that do not
+record them; so do the mask source and mode. Recorded and configured values that disagree mean a
+stale run, and are reported as an error rather than picked between.
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import ReportingError
 
-__all__ = ["RunKey", "Run", "METRICS_FORMATS", "parse_run_path", "load_runs", "component_flags", "COMPONENTS"]
+__all__ = ["RunKey", "Run", "METRICS_FORMATS", "load_runs", "component_flags", "COMPONENTS"]
 
 log = logging.getLogger(__name__)
 
@@ -30,35 +31,38 @@ METRICS_FORMATS: Tuple[str, ...] = ("maskcl-metrics/1",)
 #: MaskCL component switches (``TrainSettings`` keys) compared in the component ablation, with labels.
 COMPONENTS: Dict[str, str] = {"crossview_loss": "Cross-view", "neighbour_loss": "Neighbour", "refine": "Refinement"}
 
-_SEED = re.compile(r"^seed(\d+)$")
+#: What ``provenance.config.run`` must hold: the run's identity.
+IDENTITY: Tuple[str, ...] = ("dataset", "experiment", "masks", "seed")
+#: The ``masks`` of runs trained without masks.
+NO_MASKS = "none"
 
 PathLike = os.PathLike | str
 
 
 @dataclass(frozen=True, order=True)
 class RunKey:
-    """Where a run lives: ``results/{dataset}/runs/{experiment}/{masks}/seed{seed}``."""
+    """Which run: ``results/{dataset}/runs/{experiment}/{masks}/seed{seed}``, plus its mask source and mode.
+
+    ``mask_source`` and ``mask_mode`` are None for RGB-only runs (``masks`` ``none``); they are not
+    part of the identity (``masks`` already is).
+    """
 
     dataset: str
     experiment: str
     masks: str
     seed: int
-
-    @property
-    def mask_source(self) -> Optional[str]:
-        """``groundtruth`` of ``groundtruth-silhouette``; None for RGB-only runs (``none``)."""
-        return None if self.masks == "none" else self.masks.split("-", 1)[0]
-
-    @property
-    def mask_mode(self) -> Optional[str]:
-        if self.masks == "none" or "-" not in self.masks:
-            return None
-        return self.masks.split("-", 1)[1]
+    mask_source: Optional[str] = field(default=None, compare=False)
+    mask_mode: Optional[str] = field(default=None, compare=False)
 
     @property
     def group(self) -> Tuple[str, str, str]:
         """The seeds of one (dataset, experiment, masks) are aggregated together."""
         return (self.dataset, self.experiment, self.masks)
+
+    @property
+    def folder_parts(self) -> Tuple[str, ...]:
+        """The last components of the run folder: ``{dataset}/runs/{experiment}/{masks}/seed{seed}``."""
+        return (self.dataset, "runs", self.experiment, self.masks, f"seed{self.seed}")
 
 
 @dataclass
@@ -79,32 +83,6 @@ class Run:
         return self.metrics_path.parent
 
 
-def parse_run_path(path: PathLike) -> RunKey:
-    """Read dataset, experiment, masks and seed from a file inside a run folder.
-
-    Parameters
-    ----------
-    path : path-like
-        ``.../{dataset}/runs/{experiment}/{masks}/seed{seed}/<file>``.
-
-    Returns
-    -------
-    RunKey
-
-    Raises
-    ------
-    ReportingError
-        The path is not inside a run folder.
-    """
-    p = Path(path)
-    parts = p.parts
-    if len(parts) < 6 or parts[-5] != "runs" or not _SEED.match(parts[-2]):
-        raise ReportingError(f"{path}: not inside a run folder results/{{dataset}}/runs/{{experiment}}/{{masks}}/"
-                             f"seed{{seed}}/; pass the files the evaluate and train rules wrote")
-    seed = int(_SEED.match(parts[-2]).group(1))  # type: ignore[union-attr]
-    return RunKey(dataset=parts[-6], experiment=parts[-4], masks=parts[-3], seed=seed)
-
-
 def component_flags(settings: Mapping[str, Any]) -> Dict[str, bool]:
     """The MaskCL component switches of effective train settings (``TrainSettings`` defaults fill gaps)."""
     from ..training.settings import TrainSettings
@@ -113,7 +91,7 @@ def component_flags(settings: Mapping[str, Any]) -> Dict[str, bool]:
     return {k: bool(settings.get(k, getattr(defaults, k))) for k in COMPONENTS}
 
 
-def _read_metrics(path: Path, key: RunKey) -> Dict[str, Any]:
+def _read_metrics(path: Path) -> Dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
@@ -125,13 +103,70 @@ def _read_metrics(path: Path, key: RunKey) -> Dict[str, Any]:
         fmt = doc.get("format") if isinstance(doc, dict) else None
         raise ReportingError(f"{path}: metrics format {fmt!r} is not one of {', '.join(METRICS_FORMATS)}; "
                              f"rerun the evaluate rule with this version of maskcl")
+    return doc
+
+
+def _recorded(doc: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """``provenance.config.run`` and ``provenance.config.train`` of a metrics document ({} when absent)."""
+    cfg = (doc.get("provenance") or {}).get("config") or {}
+    if not isinstance(cfg, dict):
+        return {}, {}
+    run, train = cfg.get("run"), cfg.get("train")
+    return (dict(run) if isinstance(run, dict) else {}), (dict(train) if isinstance(train, dict) else {})
+
+
+def _mask_choice(path: Path, rec_run: Mapping[str, Any], masks: str,
+                 configured: Optional[Mapping[str, Any]]) -> Tuple[Optional[str], Optional[str]]:
+    """Mask source and mode: recorded, else none for ``none``, else the configured experiment's (same masks).
+
+    Without either (``load_runs`` called without the experiments) they are unknown (None); configured
+    masks other than the recorded ones are a stale run.
+    """
+    if rec_run.get("mask_source") is not None or rec_run.get("mask_mode") is not None:
+        return rec_run.get("mask_source"), rec_run.get("mask_mode")
+    if masks == NO_MASKS:
+        return None, None
+    if configured is not None and configured.get("masks") == masks:
+        return configured.get("mask_source"), configured.get("mask_mode")
+    if configured is None or "masks" not in configured:
+        log.warning("%s: masks %r without a recorded or configured mask source and mode; shown as unknown", path,
+                    masks)
+        return None, None
+    raise ReportingError(f"{path}: recorded for masks {masks!r}, but neither metrics.json nor the config names their "
+                         f"mask source and mode (the config's experiment trains with masks {configured['masks']!r}: "
+                         f"a stale run, rerun train and evaluate)")
+
+
+def _key(path: Path, doc: Mapping[str, Any], rec_run: Mapping[str, Any],
+         configured: Optional[Mapping[str, Any]]) -> RunKey:
+    """The run's identity from ``provenance.config.run``, checked against the document and the folder."""
+    missing = [k for k in IDENTITY if rec_run.get(k) is None]
+    if missing:
+        raise ReportingError(f"{path}: records no run identity (provenance.config.run lacks {', '.join(missing)}); "
+                             f"rerun the evaluate rule for this run")
+    try:
+        seed = int(rec_run["seed"])
+    except (TypeError, ValueError):
+        raise ReportingError(f"{path}: provenance.config.run seed {rec_run['seed']!r} is not an integer; rerun the "
+                             f"evaluate rule for this run") from None
+    key = RunKey(dataset=str(rec_run["dataset"]), experiment=str(rec_run["experiment"]), masks=str(rec_run["masks"]),
+                 seed=seed)
     if doc.get("dataset") != key.dataset:
-        raise ReportingError(f"{path}: metrics are for dataset {doc.get('dataset')!r} but the run folder is under "
-                             f"{key.dataset!r}; rerun the evaluate rule for this run")
+        raise ReportingError(f"{path}: metrics are for dataset {doc.get('dataset')!r} but provenance.config.run "
+                             f"names dataset {key.dataset!r}; rerun the evaluate rule for this run")
     protocols = doc.get("protocols")
     if not isinstance(protocols, dict) or not protocols:
         raise ReportingError(f"{path}: no protocol results; rerun the evaluate rule for this run")
-    return doc
+    want = key.folder_parts
+    have = (("",) * len(want) + path.parent.parts)[-len(want):]
+    if have != want:
+        names = ("dataset", "", "experiment", "masks", "seed")
+        wrong = ", ".join(f"{n} {getattr(key, n)!r}" for n, w, h in zip(names, want, have) if n and w != h)
+        raise ReportingError(f"{path}: not inside a run folder of the run it records: written for "
+                             f"{wrong or 'a run folder'} but it sits in the run folder {path.parent} (expected "
+                             f".../{'/'.join(want)}; a copied or moved file); rerun the evaluate rule")
+    source, mode = _mask_choice(path, rec_run, key.masks, configured)
+    return replace(key, mask_source=source, mask_mode=mode)
 
 
 def _by_folder(paths: Iterable[PathLike], what: str, folders: Mapping[Path, RunKey]) -> Dict[Path, Path]:
@@ -145,22 +180,6 @@ def _by_folder(paths: Iterable[PathLike], what: str, folders: Mapping[Path, RunK
     return out
 
 
-def _recorded(doc: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """``provenance.config.run`` and ``provenance.config.train`` of a metrics document ({} when absent)."""
-    cfg = (doc.get("provenance") or {}).get("config") or {}
-    if not isinstance(cfg, dict):
-        return {}, {}
-    run, train = cfg.get("run"), cfg.get("train")
-    return (dict(run) if isinstance(run, dict) else {}), (dict(train) if isinstance(train, dict) else {})
-
-
-def _check_identity(path: Path, key: RunKey, recorded: Mapping[str, Any]) -> None:
-    for name in ("dataset", "experiment", "masks", "seed"):
-        if name in recorded and str(recorded[name]) != str(getattr(key, name)):
-            raise ReportingError(f"{path}: written for {name} {recorded[name]!r} but it sits in the run folder of "
-                                 f"{name} {getattr(key, name)!r} (a copied or moved file); rerun the evaluate rule")
-
-
 def load_runs(metrics: Sequence[PathLike], experiments: Optional[Mapping[str, Mapping[str, Any]]] = None, *,
               ranks: Sequence[PathLike] = (), train_logs: Sequence[PathLike] = ()) -> List[Run]:
     """Load every run's ``metrics.json`` and attach its ``ranks.npz`` and ``train_log.csv``.
@@ -168,11 +187,13 @@ def load_runs(metrics: Sequence[PathLike], experiments: Optional[Mapping[str, Ma
     Parameters
     ----------
     metrics : sequence of path-like
-        One ``metrics.json`` per run folder.
+        One ``metrics.json`` per run folder; each records its run (``provenance.config.run``:
+        dataset, experiment, masks, seed, and usually method).
     experiments : mapping, optional
-        The config's experiments: experiment → ``{"method": ..., "train": {overrides}}`` (other keys
-        ignored). Used for runs whose metrics.json does not record its method and training settings,
-        and to check those that do.
+        The config's experiments: experiment → ``{"method": ..., "masks": ..., "mask_source": ...,
+        "mask_mode": ..., "train": {overrides}}`` (``rules/common.smk::experiment_settings``; other
+        keys ignored). Used for runs whose metrics.json does not record its method, training settings
+        or mask source and mode, and to check those that do.
     ranks, train_logs : sequence of path-like
         Files beside the metrics files (each must belong to one of the runs).
 
@@ -185,30 +206,29 @@ def load_runs(metrics: Sequence[PathLike], experiments: Optional[Mapping[str, Ma
     Raises
     ------
     ReportingError
-        No metrics files, a path outside a run folder, a duplicate run, a malformed metrics file, a
-        file recorded for another run, recorded and configured methods that disagree, or a run whose
-        method is neither recorded nor configured.
+        No metrics files, a metrics file without a run identity or outside the folder of the run it
+        records, a duplicate run, a malformed metrics file, recorded and configured methods that
+        disagree, or a run whose method (or mask source and mode) is neither recorded nor configured.
     """
     if not metrics:
         raise ReportingError("no metrics.json inputs: run the train and evaluate rules first (the tables rule "
                              "needs at least one evaluated run)")
     experiments = experiments or {}
+    loaded: List[Tuple[Path, RunKey, Dict[str, Any], Dict[str, Any], Dict[str, Any]]] = []
     folders: Dict[Path, RunKey] = {}
     for m in metrics:
         m = Path(m)
-        key = parse_run_path(m)
         if m.parent in folders:
             raise ReportingError(f"{m}: listed twice; pass each run's metrics.json once")
+        doc = _read_metrics(m)
+        rec_run, rec_train = _recorded(doc)
+        key = _key(m, doc, rec_run, experiments.get(str(rec_run.get("experiment"))))
         folders[m.parent] = key
+        loaded.append((m, key, doc, rec_run, rec_train))
     rank_files = _by_folder(ranks, "ranks.npz", folders)
     log_files = _by_folder(train_logs, "train_log.csv", folders)
     runs: List[Run] = []
-    for m in metrics:
-        m = Path(m)
-        key = folders[m.parent]
-        doc = _read_metrics(m, key)
-        rec_run, rec_train = _recorded(doc)
-        _check_identity(m, key, rec_run)
+    for m, key, doc, rec_run, rec_train in loaded:
         configured = experiments.get(key.experiment)
         sources = {"metrics.json (provenance.config.run)": rec_run.get("method"),
                    "metrics.json (provenance.config.train)": rec_train.get("method"),

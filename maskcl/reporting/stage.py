@@ -22,7 +22,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pandas as pd
 
+from ..datasets import DATASETS
 from ..io import write_csv_atomic
+from ..plan import FIGURE_KINDS, TABLE_STEMS
 from .aggregate import aggregate_seeds, cmc_frame, per_seed_frame, protocol_order
 from .cmc import plot_cmc
 from .curves import curves_frame, plot_quality, plot_training, quality_frame, read_train_log
@@ -35,15 +37,12 @@ from .runs import Run, load_runs
 from .tables import (ablation_component_tables, ablation_csv, ablation_mask_tables, ablation_method_tables,
                      headline_table, published_table, results_csv, results_tables, write_table_files)
 
-__all__ = ["ReportOutputs", "TABLE_STEMS", "FIGURE_KINDS", "CONTACT_SHEET_DATASETS", "build_report"]
+__all__ = ["ReportOutputs", "TABLE_STEMS", "FIGURE_KINDS", "build_report"]
 
 log = logging.getLogger(__name__)
 
-#: Table files (each as .md, .tex and .csv) and figure sub-folders, as the rule declares them.
-TABLE_STEMS = ("results", "headline", "ablation_masks", "ablation_methods", "ablation_components", "published")
-FIGURE_KINDS = ("cmc", "retrieval", "training", "pseudo_labels", "masks", "datasets")
-#: Datasets whose generator writes ``contact_sheet.png`` into the dataset root.
-CONTACT_SHEET_DATASETS = ("synthcc",)
+# TABLE_STEMS (tables written as .md, .tex and .csv) and FIGURE_KINDS (figure sub-folders) are the
+# layout the tables rule declares, maskcl.plan.TABLES and FIGURES.
 
 PathLike = os.PathLike | str
 
@@ -56,27 +55,14 @@ class ReportOutputs:
     figures: Dict[str, List[Path]] = field(default_factory=lambda: {k: [] for k in FIGURE_KINDS})
 
 
-def _dataset_of_manifest(p: Path) -> str:
-    return p.parent.name
+def _manifests(paths: Mapping[str, PathLike]) -> Dict[str, Path]:
+    """Dataset → manifest, as the workflow named them (never read back from the paths)."""
+    return {str(d): Path(p) for d, p in paths.items()}
 
 
-def _manifests(paths: Sequence[PathLike]) -> Dict[str, Path]:
-    out = {}
-    for p in map(Path, paths):
-        if p.name != "manifest.csv":
-            raise ReportingError(f"{p}: expected results/{{dataset}}/manifest.csv")
-        out[_dataset_of_manifest(p)] = p
-    return out
-
-
-def _mask_indexes(paths: Sequence[PathLike]) -> Dict[Tuple[str, str], Path]:
-    out = {}
-    for p in map(Path, paths):
-        parts = p.parts
-        if p.name != "index.csv" or len(parts) < 4 or parts[-3] != "masks":
-            raise ReportingError(f"{p}: expected results/{{dataset}}/masks/{{source}}/index.csv")
-        out[(parts[-4], parts[-2])] = p
-    return out
+def _mask_indexes(paths: Mapping[Tuple[str, str], PathLike]) -> Dict[Tuple[str, str], Path]:
+    """(dataset, source) → mask index, as the workflow named them."""
+    return {(str(d), str(s)): Path(p) for (d, s), p in paths.items()}
 
 
 def _dataset_roots(paths: Sequence[PathLike]) -> Dict[str, Path]:
@@ -92,6 +78,11 @@ def _dataset_roots(paths: Sequence[PathLike]) -> Dict[str, Path]:
             raise ReportingError(f"{p}: lacks name/root; rerun the download rule")
         out[str(info["name"])] = Path(info["root"])
     return out
+
+
+def _generated(dataset: str) -> bool:
+    """Generated datasets (SynthCC) write ``contact_sheet.png`` into their root."""
+    return dataset in DATASETS and bool(DATASETS.get(dataset).generated)
 
 
 class _Manifests:
@@ -139,8 +130,8 @@ def _write_tables(runs: Sequence[Run], tables_dir: Path, show_published: bool,
 
 def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_dir: PathLike,
                  experiments: Optional[Mapping[str, Mapping[str, Any]]] = None, ranks: Sequence[PathLike] = (),
-                 train_logs: Sequence[PathLike] = (), manifests: Sequence[PathLike] = (),
-                 mask_indexes: Sequence[PathLike] = (), dataset_infos: Sequence[PathLike] = (),
+                 train_logs: Sequence[PathLike] = (), manifests: Optional[Mapping[str, PathLike]] = None,
+                 mask_indexes: Optional[Mapping[Tuple[str, str], PathLike]] = None, dataset_infos: Sequence[PathLike] = (),
                  published: bool = True, published_path: Optional[PathLike] = None, topk_grid: int = 10,
                  num_grid_queries: int = 6, figure_seed: int = 0, cmc_max_rank: int = 20,
                  overlay_per_split: int = 3) -> ReportOutputs:
@@ -157,10 +148,10 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
         does not record its method and training settings, and to check those that do.
     ranks, train_logs : sequence of path-like
         ``ranks.npz`` / ``train_log.csv`` of runs among ``metrics`` (retrieval grids, training curves).
-    manifests : sequence of path-like
-        ``results/{dataset}/manifest.csv`` (image paths and labels for grids and overlays).
-    mask_indexes : sequence of path-like
-        ``results/{dataset}/masks/{source}/index.csv`` (masks beside grid images; overlays).
+    manifests : mapping of str to path-like
+        Dataset → its ``manifest.csv`` (image paths and labels for grids and overlays).
+    mask_indexes : mapping of (str, str) to path-like
+        (dataset, mask source) → its ``index.csv`` (masks beside grid images; overlays).
     dataset_infos : sequence of path-like
         ``results/{dataset}/dataset.json`` (the dataset root holding SynthCC's contact sheet).
     published : bool
@@ -193,8 +184,8 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
     out.tables, agg = _write_tables(runs, tables_dir, published, published_path)
     for k in FIGURE_KINDS:
         (figures_dir / k).mkdir(parents=True, exist_ok=True)
-    mans = _Manifests(_manifests(manifests))
-    indexes = _mask_indexes(mask_indexes)
+    mans = _Manifests(_manifests(manifests or {}))
+    indexes = _mask_indexes(mask_indexes or {})
     index_cache: Dict[Tuple[str, str], pd.DataFrame] = {}
 
     def index(dataset: str, source: str) -> Optional[pd.DataFrame]:
@@ -286,7 +277,7 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
     # the SynthCC contact sheet
     for d, root in sorted(_dataset_roots(dataset_infos).items()):
         sheet = root / "contact_sheet.png"
-        if d in CONTACT_SHEET_DATASETS or sheet.exists():   # missing on SynthCC: a broken dataset root
+        if _generated(d) or sheet.exists():   # a generated dataset's generator writes it: missing = broken root
             out.figures["datasets"] += copy_contact_sheet(sheet, figures_dir / "datasets" / f"{d}.png")
     n_fig = sum(1 for v in out.figures.values() for p in v if p.suffix == ".png")
     log.info("tables stage: %d table files, %d figures", len(out.tables), n_fig)

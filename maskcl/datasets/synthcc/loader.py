@@ -10,14 +10,16 @@ also taken from ``synthcc.json``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Dict, List, Tuple
+from typing import Any, ClassVar, Dict, List, Mapping, Tuple
 
 import pandas as pd
 
 from ...errors import DatasetError
 from ...io import read_json
 from ..base import SplitStats
-from ..ltcc import LTCC
+from ..ltcc import LTCC, ltcc_protocols
+from ..protocol import Protocol
+from .generate import generate_synthcc
 
 __all__ = ["SynthCC"]
 
@@ -34,6 +36,16 @@ class SynthCC(LTCC):
     extra_columns: ClassVar[Tuple[str, ...]] = ("outfit", "cloth_changing", "parsing")
     num_cameras: ClassVar[int] = 99
     meta_file: ClassVar[str] = "synthcc.json"
+    display_name: ClassVar[str] = "SynthCC"
+    protocols: ClassVar[Tuple[Protocol, ...]] = ltcc_protocols("SynthCC")
+    headline_protocol: ClassVar[str] = "cc"
+    ground_truth_parsing: ClassVar[bool] = True
+    generated: ClassVar[bool] = True
+
+    def generate(self, target: Path, params: Mapping[str, Any], workers: int = 1) -> Path:
+        """Generate SynthCC from ``data.synthcc`` (``preset``, ``seed``, ``overrides``) into ``target``."""
+        return generate_synthcc(target, preset=params.get("preset", "default"), seed=int(params.get("seed", 0)),
+                                overrides=params.get("overrides") or None, workers=max(1, int(workers)))
 
     def required_paths(self) -> List[str]:
         return sorted(set(super().required_paths()) | {self.meta_file})

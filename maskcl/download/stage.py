@@ -1,0 +1,214 @@
+"""Stage 1: fetch, verify and extract (or generate) a dataset, then write its manifest.
+
+The pieces live beside this module: ``http`` (resumable download, sha256) and ``extract`` (safe
+extraction); this module decides what to do with a configured source and writes the outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import sys
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import pandas as pd
+
+from ..errors import ConfigError, DatasetError
+from ..io import write_csv_atomic, write_json_atomic
+from .extract import EXTRACT_MARKER, safe_extract
+from .http import _checksum_error, _read_meta, fetch_url, sha256_file
+
+__all__ = ["check_images", "prepare_dataset", "PreparedDataset"]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+
+# ---------------------------------------------------------------------------------------------- images
+def check_images(paths: List[str], progress: bool = True) -> None:
+    """Open and fully decode every image; the first unreadable one raises a ``DatasetError``.
+
+    ``Image.verify()`` alone misses truncated files (it checks structure, not pixel data), so each
+    file is verified and then reopened and loaded.
+    """
+    from PIL import Image
+    from tqdm import tqdm
+
+    for p in tqdm(paths, desc="verifying images", unit="img", file=sys.stderr, disable=not progress,
+                  mininterval=1.0, leave=False):
+        try:
+            with Image.open(p) as im:
+                im.verify()
+            with Image.open(p) as im:
+                im.load()
+        except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+            raise DatasetError(f"unreadable image {p}: {type(e).__name__}: {e}; replace the file (re-extract "
+                               f"the archive) or remove it") from None
+
+
+# ---------------------------------------------------------------------------------------------- stage
+@dataclass
+class PreparedDataset:
+    """What ``prepare_dataset`` produced: the resolved root, the manifest and its statistics."""
+
+    name: str
+    root: Path
+    manifest: pd.DataFrame
+    stats: pd.DataFrame
+    differences: List[str] = field(default_factory=list)
+    info: Dict[str, Any] = field(default_factory=dict)
+
+
+def _is_url(source: str) -> bool:
+    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", source))
+
+
+def _cache_name(url: str) -> str:
+    """A cache file name that keeps the URL's basename (for humans) and its hash (for uniqueness)."""
+    base = PurePosixPath(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", base)[:80] or "download"
+    return f"{hashlib.sha256(url.encode()).hexdigest()[:10]}-{base}"
+
+
+def _extract_cached(name: str, archive: Path, sha256: Optional[str], target: Path) -> Tuple[Path, str]:
+    """Extract ``archive`` to ``target`` unless ``target`` already holds exactly this archive."""
+    st = archive.stat()
+    identity = {"archive": str(archive.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    marker = target / EXTRACT_MARKER
+    if marker.is_file():
+        old = _read_meta(marker)
+        same_archive = all(old.get(k) == v for k, v in identity.items())
+        if same_archive and (sha256 is None or old.get("sha256") == sha256.lower()):
+            logger.info("%s: %s is already extracted in %s", name, archive, target)
+            return target, old.get("sha256", "")
+    digest = sha256_file(archive)
+    if sha256 is not None and digest != sha256.lower():
+        raise _checksum_error(archive, sha256, digest,
+                              f"fix data.sources.{name}.sha256 in config.yaml or replace the archive")
+    safe_extract(archive, target, replace=True, marker={**identity, "sha256": digest})
+    return target, digest
+
+
+def _missing_source(name: str) -> ConfigError:
+    from ..datasets import get_dataset
+
+    loader = get_dataset(name)
+    return ConfigError(f"{name}: no source configured: set data.sources.{name}.source in config.yaml to a URL, a "
+                       f"local archive or an extracted folder; {loader.source_hint()}")
+
+
+def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], data_root: PathLike, cache: PathLike,
+                    verify_images: bool, synthcc: Optional[Mapping[str, Any]], manifest_out: PathLike,
+                    stats_out: PathLike, info_out: PathLike, *, progress: bool = True,
+                    workers: int = 1) -> PreparedDataset:
+    """Fetch / extract (or generate) dataset ``name`` and write its manifest, statistics and info.
+
+    Parameters
+    ----------
+    name : str
+        Registry name (``maskcl.datasets.list_datasets()``).
+    source : str or None
+        http(s) URL (downloaded into ``cache`` with resume, extracted into ``data_root/name``), a
+        local archive (extracted there), or an existing folder (used in place, never copied).
+        Must be ``None`` for a generated dataset (``synthcc``).
+    sha256 : str or None
+        Expected digest of the archive (URL or local archive only).
+    data_root, cache : path
+        Extraction / generation root and download cache.
+    verify_images : bool
+        Decode every image once; the first unreadable file is an error.
+    synthcc : mapping or None
+        ``{"preset", "seed", "overrides"}`` for ``synthcc``.
+    manifest_out, stats_out, info_out : path
+        ``manifest.csv``, ``stats.csv`` and ``dataset.json``, each written atomically.
+    progress : bool
+        Progress bars on stderr.
+    workers : int
+        Processes used to generate SynthCC (the output does not depend on it).
+
+    Returns
+    -------
+    PreparedDataset
+
+    Raises
+    ------
+    ConfigError
+        Unknown dataset, missing source, or a sha256 given where it cannot apply.
+    DownloadError, ChecksumError, UnsafeArchiveError, DatasetError
+        See ``fetch_url``, ``safe_extract`` and the dataset loaders.
+    """
+    from ..datasets import get_dataset, split_statistics
+
+    data_root, cache = Path(data_root), Path(cache)
+    archive: Optional[Path] = None
+    digest: Optional[str] = None
+    loader = get_dataset(name)  # unknown names fail here, listing the known ones
+    if loader.generated:
+        shown = loader.display_name
+        if source is not None:
+            raise ConfigError(f"data.sources.{name}.source is set, but {shown} is generated, not downloaded; "
+                              f"remove it ({shown} is configured under data.{name})")
+        location = loader.generate(data_root / name, dict(synthcc or {}), workers=max(1, int(workers)))
+        kind = "generated"
+    else:
+        if source is None or not str(source).strip():
+            raise _missing_source(name)
+        source = str(source).strip()
+        if _is_url(source):
+            if urllib.parse.urlsplit(source).scheme.lower() not in ("http", "https"):
+                raise ConfigError(f"data.sources.{name}.source: {source!r} is not an http(s) URL; use http(s), a "
+                                  f"local archive or a folder")
+            archive = fetch_url(source, cache / name / _cache_name(source), sha256, progress=progress)
+            location, digest = _extract_cached(name, archive, sha256, data_root / name)
+            kind = "url"
+        else:
+            local = Path(os.path.expanduser(source))
+            if local.is_dir():
+                if sha256 is not None:
+                    raise ConfigError(f"data.sources.{name}.sha256 is set but the source {local} is a folder; a "
+                                      f"checksum applies to archives only: remove it")
+                location, kind = local, "directory"
+            elif local.is_file():
+                archive = local
+                location, digest = _extract_cached(name, local, sha256, data_root / name)
+                kind = "archive"
+            else:
+                raise DatasetError(f"{name}: source {local} does not exist; fix data.sources.{name}.source in "
+                                   f"config.yaml (a URL, a local archive or an extracted folder)")
+    frame = loader.load(location)  # the same instance: SynthCC fills its expected counts while loading
+    if verify_images:
+        check_images(list(frame["path"]), progress=progress)
+    stats = split_statistics(frame, loader.splits)
+    differences = loader.official_differences(stats)
+    if differences:
+        logger.warning("%s: %d difference(s) from the official counts (expected for a partial or modified copy): "
+                       "%s", name, len(differences), "; ".join(differences))
+    else:
+        logger.info("%s: split statistics match the official counts", name)
+    info = {
+        "name": name,
+        "root": frame.attrs["root"],
+        "source": source,
+        "source_kind": kind,
+        "archive": str(archive) if archive is not None else None,
+        "archive_sha256": digest,
+        "images": int(len(frame)),
+        "columns": list(frame.columns),
+        "stats": stats.to_dict(orient="records"),
+        "official": {s: {k: v for k, v in vars(off).items() if v is not None} for s, off in loader.official.items()},
+        "official_differences": differences,
+        "attrs": {k: v for k, v in frame.attrs.items() if k not in ("root", "dataset")},
+    }
+    write_csv_atomic(manifest_out, frame)
+    write_csv_atomic(stats_out, stats)
+    write_json_atomic(info_out, info)
+    logger.info("%s: %d images in %d splits from %s; manifest %s", name, len(frame), len(stats), frame.attrs["root"],
+                manifest_out)
+    return PreparedDataset(name=name, root=Path(frame.attrs["root"]), manifest=frame, stats=stats,
+                           differences=differences, info=info)

