@@ -68,18 +68,36 @@ def mask_sources(dataset):
     return list(PLAN.mask_sources[dataset])
 
 
+if "schp" in MASKS["sources"]:  # imported only then: it loads torch, seconds on every workflow parse
+    from maskcl.masks.fetch import checkpoint_path
+
+    SCHP_CHECKPOINT = checkpoint_path(MASKS["schp"])
+else:
+    SCHP_CHECKPOINT = None
+#: masks.schp keys that tell the schp_checkpoint rule where to fetch from, not the parser how to run.
+_FETCH_KEYS = ("source", "sha256")
+
+
 def parse_inputs(wildcards):
-    """The manifest, plus the SCHP checkpoint when it exists (a missing one fails in the job with the
-    download location, rather than as an unexplained missing input)."""
+    """The manifest, plus (source schp) the checkpoint the schp_checkpoint rule fetches and verifies."""
     out = {"manifest": manifest_path(wildcards.dataset)}
-    if wildcards.source == "schp" and os.path.isfile(MASKS["schp"]["checkpoint"]):
-        out["checkpoint"] = MASKS["schp"]["checkpoint"]
+    if wildcards.source == "schp":
+        out["checkpoint"] = SCHP_CHECKPOINT
     return out
 
 
 def mask_source_params(wildcards):
     """Keyword arguments of the mask source (`masks.<source>` in the config)."""
-    return {"name": wildcards.source, "params": dict(MASKS.get(wildcards.source, {}))}
+    params = {k: v for k, v in MASKS.get(wildcards.source, {}).items()
+              if not (wildcards.source == "schp" and k in _FETCH_KEYS)}
+    if wildcards.source == "schp":
+        params["checkpoint"] = SCHP_CHECKPOINT
+    return {"name": wildcards.source, "params": params}
+
+
+def schp_checkpoint_params():
+    """What the schp_checkpoint rule fetches: masks.schp's variant, source and sha256."""
+    return {k: MASKS["schp"][k] for k in ("variant", *_FETCH_KEYS)}
 
 
 def _schp_on_gpu(source):

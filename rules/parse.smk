@@ -1,6 +1,24 @@
 # Stage 2: per-image masks from every configured mask source, and their quality against ground truth.
 # Only index.csv is declared: the mask PNGs are written one by one (atomically) beside it, so a killed
 # job keeps its finished masks and the rerun parses only the rest (see docs/masks.md).
+# With masks.sources including schp, the SCHP checkpoint is itself a (local) rule's output: fetched from
+# masks.schp.source, verified by a strict load (and the sha256 pin), then renamed into place.
+
+if SCHP_CHECKPOINT:
+
+    rule schp_checkpoint:
+        output:
+            checkpoint=SCHP_CHECKPOINT,
+        log:
+            "logs/schp_checkpoint.log",
+        localrule: True
+        conda:
+            "../envs/parse.yaml"
+        params:
+            schp=schp_checkpoint_params(),
+        script:
+            "../workflow_scripts/schp_checkpoint.py"
+
 
 
 rule parse:

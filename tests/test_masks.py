@@ -19,6 +19,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from conftest import require
+
 from maskcl.config import validate_config
 from maskcl.errors import ConfigError, DatasetError
 from maskcl.masks import (INDEX_COLUMNS, MASK_SOURCES, BINARY, GroundTruthSource, ImageReadError,
@@ -138,9 +140,15 @@ def test_registry_holds_exactly_the_three_sources():
 
 def test_schema_masks_section_is_closed_and_has_defaults():
     cfg = validate_config({"datasets": ["synthcc"]})
-    assert cfg["masks"]["schp"] == {"checkpoint": "resources/checkpoints/exp-schp-201908261155-lip.pth",
+    assert cfg["masks"]["schp"] == {"checkpoint": None, "source": "drive", "sha256": None,
                                     "variant": "lip", "batch_size": 1, "workers": 0, "device": "auto",
                                     "amp": "none", "channels_last": True}
+    from maskcl.masks.fetch import checkpoint_path
+    assert checkpoint_path(cfg["masks"]["schp"]) == "resources/checkpoints/exp-schp-201908261155-lip.pth"
+    assert checkpoint_path({"variant": "atr"}) == "resources/checkpoints/exp-schp-201908301523-atr.pth"
+    assert checkpoint_path({"variant": "atr", "checkpoint": "/data/mine.pth"}) == "/data/mine.pth"
+    with pytest.raises(ConfigError, match="masks.schp.sha256"):
+        validate_config({"masks": {"schp": {"sha256": "abc"}}})
     assert cfg["masks"]["mediapipe"]["threshold"] == 0.5
     with pytest.raises(ConfigError, match="masks"):
         validate_config({"masks": {"schp": {"checkpoint": "x.pth", "variants": "lip"}}})
@@ -323,8 +331,8 @@ def test_quality_needs_ground_truth(tmp_path, tree):
 
 
 # ---------------------------------------------------------------- mediapipe
-@pytest.mark.skipif(not HAS_MEDIAPIPE, reason='optional extra not installed (pip install -e ".[mediapipe]")')
 def test_mediapipe_segments_a_real_photo(tmp_path):
+    require(HAS_MEDIAPIPE, 'the mediapipe extra (pip install -e ".[mediapipe]")')
     import matplotlib
 
     photo = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"  # a portrait photo
@@ -375,6 +383,22 @@ def test_dry_run_of_the_default_config_shows_parse_and_quality_jobs():
     assert int(counts["parse"]) >= 1 and int(counts["mask_quality"]) == 1
 
 
+def test_schp_checkpoint_is_a_rule_output_parse_depends_on(tmp_path):
+    """masks.sources [schp] plans schp_checkpoint -> parse with no file on disk (no manual step)."""
+    wd = _workdir(tmp_path, {"sources": ["schp"], "train_source": "schp",
+                             "schp": {"source": "http://127.0.0.1:9/lip.pth", "device": "cpu"}})
+    proc = _snakemake(wd, "results/synthcc/masks/schp/index.csv", "-n", "--quiet", "rules")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr, flags=re.M))
+    assert counts.get("schp_checkpoint") == "1" and counts.get("parse") == "1"
+    (tmp_path / "b").mkdir()
+    plain = _workdir(tmp_path / "b", {"sources": ["groundtruth"], "train_source": "groundtruth"})
+    proc = _snakemake(plain, "-n", "--quiet", "rules")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr, flags=re.M))
+    assert "parse" in counts and "schp_checkpoint" not in counts
+
+
 def test_train_source_must_be_a_configured_source(tmp_path):
     wd = _workdir(tmp_path, {"sources": ["schp"], "train_source": "groundtruth"})
     proc = _snakemake(wd, "-n")
@@ -397,3 +421,29 @@ def test_parse_and_quality_rules_run_end_to_end(tmp_path):
     assert list(q.source) == ["groundtruth"] and q.silhouette_iou[0] == pytest.approx(1.0)
     assert (wd / "logs" / "parse" / "synthcc" / "groundtruth.log").read_text().count("8 images, 0 already done") == 1
     assert (wd / "benchmarks" / "parse" / "synthcc" / "groundtruth.tsv").is_file()
+
+
+def test_mediapipe_source_end_to_end_on_synthcc(tmp_path):
+    """The shipped bundled-model source through the real rules: SynthCC generated, masks written by
+    mediapipe and by the ground truth, and the quality table ranking mediapipe against it."""
+    require(HAS_MEDIAPIPE, 'the mediapipe extra (pip install -e ".[mediapipe]")')
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "config.yaml").write_text(json.dumps({
+        "datasets": ["synthcc"], "data": {"synthcc": {"preset": "tiny", "seed": 0}},
+        "masks": {"sources": ["groundtruth", "mediapipe"], "train_source": "groundtruth"}}))
+    proc = _snakemake(wd, "--cores", "1", "results/synthcc/masks/quality.csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = pd.read_csv(wd / "results" / "synthcc" / "manifest.csv")
+    idx = pd.read_csv(wd / "results" / "synthcc" / "masks" / "mediapipe" / "index.csv")
+    assert sorted(idx.relpath) == sorted(manifest.relpath)
+    for row in idx.head(5).itertuples():
+        lab = np.array(Image.open(row.label))
+        assert lab.shape == (64, 32) and set(np.unique(lab)) <= {0, 1}
+    q = pd.read_csv(wd / "results" / "synthcc" / "masks" / "quality.csv").set_index("source")
+    assert list(q.index) == ["groundtruth", "mediapipe"]
+    assert q.loc["groundtruth", "silhouette_iou"] == pytest.approx(1.0)
+    assert 0.0 < q.loc["mediapipe", "silhouette_iou"] < q.loc["groundtruth", "silhouette_iou"]
+    assert q.loc["mediapipe", "label_set"] == "binary" and int(q.loc["mediapipe", "images"]) == len(manifest)
+    md = (wd / "results" / "synthcc" / "masks" / "quality.md").read_text()
+    assert "| mediapipe | binary |" in md

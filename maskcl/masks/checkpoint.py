@@ -138,9 +138,10 @@ def missing_checkpoint_message(path: Path, variant: Optional[SCHPVariant]) -> st
         where = "; ".join(f"{v.name}: {v.filename} from {v.url}" for v in SCHP_VARIANTS.values())
     else:
         where = f"{variant.filename} from {variant.url} (Google Drive id {variant.drive_id})"
-    return (f"SCHP checkpoint {path} not found; download the official {where} (the files are on "
-            f"Google Drive only, linked from github.com/GoGoDuck912/Self-Correction-Human-Parsing) "
-            f"and set {CHECKPOINT_CONFIG_KEY} to its path")
+    return (f"SCHP checkpoint {path} not found; run the workflow's schp_checkpoint rule (it fetches the "
+            f"official {where}, or masks.schp.source), or download it by hand (Google Drive only, linked "
+            f"from github.com/GoGoDuck912/Self-Correction-Human-Parsing) and set {CHECKPOINT_CONFIG_KEY} "
+            f"to its path")
 
 
 def read_state_dict(path: Union[str, os.PathLike], variant: Optional[SCHPVariant] = None) -> Dict[str, Tensor]:
