@@ -18,6 +18,7 @@ from maskcl.clustering import (apply_outlier_policy, build_jaccard_graph, cluste
                                cluster_with_distances, dbscan, jaccard_distance, knn_search,
                                neighbour_columns, pseudo_label_quality, refine_clusters)
 from maskcl.clustering import knn as knn_module
+from maskcl.clustering.reciprocal import k_reciprocal_support, query_expansion, reciprocal_sets
 from maskcl.errors import ConfigError, MaskCLError
 
 
@@ -211,6 +212,92 @@ def test_sparse_jaccard_matches_dense_reference(features: np.ndarray, reference:
 
 def test_slicing_variants_differ(reference: dict) -> None:
     assert np.abs(reference["clustercontrast"] - reference["paper"]).max() > 1e-3
+
+
+# --------------------------------------------------------------------------- the k-reciprocal core
+
+# Four points on a line at 0, 1, 3 and 10: each kNN list, self first, nearest first.
+_LINE_KNN = np.array([[0, 1, 2, 3], [1, 0, 2, 3], [2, 1, 0, 3], [3, 2, 1, 0]])
+
+
+def _sets(m: sp.csr_matrix) -> list:
+    return [sorted(m.indices[m.indptr[i]:m.indptr[i + 1]].tolist()) for i in range(m.shape[0])]
+
+
+def test_k_reciprocal_core_both_slicings_by_hand() -> None:
+    # clustercontrast, k1 = 2: two columns → 0 and 1 are mutual, 2 (whose 2nd is 1) and 3 alone;
+    # R_half (round(1) + 1 = 2 columns) is the same, so the expansion adds nothing.
+    cc, k_qe = k_reciprocal_support(_LINE_KNN, 2, 6, k1_slicing="clustercontrast")
+    assert _sets(cc) == [[0, 1], [0, 1], [2], [3]] and k_qe == 2       # k2 capped at k1
+    # paper, k1 = 2: three columns → {0, 1, 2} are pairwise mutual; 3's list holds 2 but not back.
+    paper, k_qe = k_reciprocal_support(_LINE_KNN, 2, 6, k1_slicing="paper")
+    assert _sets(paper) == [[0, 1, 2], [0, 1, 2], [0, 1, 2], [3]] and k_qe == 4   # k2 capped at N
+    for m in (cc, paper):
+        assert m.dtype == np.int32 and m.has_canonical_format and (m.data == 1).all()
+    assert _sets(reciprocal_sets(_LINE_KNN, 3)) == _sets(paper)
+    with pytest.raises(ValueError, match="kNN columns"):
+        reciprocal_sets(_LINE_KNN[:, :2], 3)
+    # query expansion averages the rows of the first k_qe neighbours
+    qe = query_expansion(sp.identity(4, format="csr"), _LINE_KNN, 2).toarray()
+    np.testing.assert_array_equal(qe[2], [0.0, 0.5, 0.5, 0.0])
+
+
+def _slow_support(knn: np.ndarray, k1: int, columns: tuple) -> list:
+    """R*(i) with Python sets, straight from the definition (the ``columns`` of R and R_half)."""
+    n = knn.shape[0]
+
+    def r(i: int, c: int) -> set:
+        return {int(j) for j in knn[i, :c] if i in knn[j, :c]}
+
+    out = []
+    for i in range(n):
+        full = r(i, columns[0])
+        star = set(full)
+        for c in full:
+            half = r(c, columns[1])
+            if len(half & full) > 2 / 3 * len(half):
+                star |= half
+        out.append(sorted(star))
+    return out
+
+
+def _old_rerank_support(knn: np.ndarray, k1: int) -> sp.csr_matrix:
+    """The re-ranking's own R* before the shared core (kept verbatim as the regression target)."""
+    n = knn.shape[0]
+
+    def recip(k: int) -> sp.csr_matrix:
+        cols = knn[:, :min(k + 1, knn.shape[1])]
+        a = sp.csr_matrix((np.ones(cols.size, np.int32), cols.ravel(),
+                           np.arange(0, cols.size + 1, cols.shape[1])), shape=(n, n))
+        m = a.multiply(a.T).tocsr()
+        m.sort_indices()
+        return m
+
+    r1, rh = recip(k1), recip(int(np.around(k1 / 2.0)))
+    inter = r1.multiply(r1 @ rh.T).tocoo()
+    keep = inter.data > 2.0 / 3.0 * np.diff(rh.indptr)[inter.col]
+    acc = sp.csr_matrix((np.ones(int(keep.sum()), np.int32), (inter.row[keep], inter.col[keep])), shape=(n, n))
+    rstar = ((r1 + acc @ rh) > 0).tocsr()
+    rstar.sort_indices()
+    return rstar
+
+
+@pytest.mark.parametrize("k1", [1, 4, 13, 20])
+def test_k_reciprocal_core_matches_slow_reference_and_old_rerank(k1: int) -> None:
+    x = clustered_features(240, d=16, per=8, seed=k1)
+    d2 = ((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1)
+    idx = np.broadcast_to(np.arange(len(x)), d2.shape)
+    knn = np.lexsort((idx, idx != np.arange(len(x))[:, None], d2), axis=-1)   # stable, self first
+    for slicing in ("clustercontrast", "paper"):
+        columns = neighbour_columns(k1, 6, slicing, len(x))
+        got, _ = k_reciprocal_support(knn[:, :max(columns)].copy(), k1, 6, k1_slicing=slicing)
+        assert _sets(got) == _slow_support(knn, k1, columns)
+    # the re-ranking caller (paper slicing on k1 + 1 columns) gives its old pattern exactly
+    kk = min(k1 + 1, len(x))
+    old = _old_rerank_support(knn[:, :kk].copy(), k1)
+    new, _ = k_reciprocal_support(knn[:, :kk].copy(), k1, min(6, k1 + 1), k1_slicing="paper")
+    np.testing.assert_array_equal(new.indptr, old.indptr)
+    np.testing.assert_array_equal(new.indices, old.indices)
 
 
 @pytest.mark.parametrize("max_distance", [0.3, 0.6, 0.9])

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from maskcl.errors import MaskCLError
-from maskcl.evaluation import (EvaluationError, evaluate, evaluate_chunks, evaluate_features, evaluate_run,
-                               extract_features, headline_protocol, k_reciprocal_rerank, list_protocols,
+from maskcl.evaluation import (EvalSettings, EvaluationError, evaluate, evaluate_chunks, evaluate_features,
+                               evaluate_run, extract_features, headline_protocol, k_reciprocal_rerank, list_protocols,
                                pairwise_distance, provenance, required_rows, required_splits, run_protocols,
                                single_shot_galleries, write_metrics_json)
 from maskcl.evaluation import _kernels
@@ -383,7 +383,7 @@ def test_prcc_protocols_and_single_shot_draws():
     m = _manifest(rows)
     assert required_splits("prcc") == ("query_sc", "gallery", "query_cc")
     f = _features(m)
-    res = run_protocols("prcc", m, f, seed=5, single_shot_trials=4)
+    res = run_protocols("prcc", m, f, settings=EvalSettings.from_dict({"seed": 5, "single_shot_trials": 4}))
     assert headline_protocol("prcc") == "cc_multishot"
     np.testing.assert_array_equal(res["sc_multishot"].query_rows, np.flatnonzero(m.split == "query_sc"))
     np.testing.assert_array_equal(res["cc_multishot"].query_rows, np.flatnonzero(m.split == "query_cc"))
@@ -395,9 +395,11 @@ def test_prcc_protocols_and_single_shot_draws():
     # same draws for both single-shot protocols; reproducible for a seed, different across seeds
     for a, b in zip(ss.trial_gallery_rows, res["sc_singleshot"].trial_gallery_rows):
         np.testing.assert_array_equal(a, b)
-    again = run_protocols("prcc", m, f, seed=5, single_shot_trials=4, protocols=["cc_singleshot"])
+    again = run_protocols("prcc", m, f, settings=EvalSettings.from_dict({"seed": 5, "single_shot_trials": 4}),
+                          protocols=["cc_singleshot"])
     assert again["cc_singleshot"].summary() == ss.summary()
-    other = run_protocols("prcc", m, f, seed=6, single_shot_trials=4, protocols=["cc_singleshot"])
+    other = run_protocols("prcc", m, f, settings=EvalSettings.from_dict({"seed": 6, "single_shot_trials": 4}),
+                          protocols=["cc_singleshot"])
     assert any(not np.array_equal(a, b) for a, b in zip(other["cc_singleshot"].trial_gallery_rows,
                                                         ss.trial_gallery_rows))
     s = ss.summary()
@@ -487,7 +489,7 @@ def test_rerank_through_protocols_changes_distances_only():
     m = _ltcc_manifest()
     f = _features(m)
     plain = run_protocols("ltcc", m, f)
-    rr = run_protocols("ltcc", m, f, rerank=True, rerank_k1=3, rerank_k2=2)
+    rr = run_protocols("ltcc", m, f, settings=EvalSettings.from_dict({"rerank": True, "rerank_k1": 3, "rerank_k2": 2}))
     assert rr["general"].result.num_valid_queries == plain["general"].result.num_valid_queries
     qs = np.flatnonzero(m.split == "query")
     gs = np.flatnonzero(m.split == "gallery")
@@ -504,7 +506,7 @@ def test_evaluate_run_writes_metrics_and_ranks(tmp_path):
     f = _features(m)
     prov = provenance({"flip": False}, device="cpu", batch_size=8, run_time_s=1.5)
     res = evaluate_run("ltcc", m, f, tmp_path / "metrics.json", tmp_path / "ranks.npz", provenance=prov,
-                       topk=3, seed=4)
+                       settings=EvalSettings.from_dict({"topk": 3, "seed": 4}))
     doc = json.loads((tmp_path / "metrics.json").read_text())
     assert doc["dataset"] == "ltcc" and doc["headline_protocol"] == "cc"
     assert set(doc["protocols"]) == {"general", "cc", "cc_maskcl"}
@@ -605,3 +607,50 @@ def test_evaluate_config_section():
                                "batch_size": 64, "topk": 10, "workers": 2, "device": "auto"}
     with pytest.raises(MaskCLError, match="evaluate"):
         validate_config({"evaluate": {"metrc": "cosine"}})
+
+
+def test_eval_settings_record_defaults_refusal_frozen():
+    import dataclasses
+
+    from maskcl.config import section_defaults
+    from maskcl.errors import ConfigError
+    from maskcl.evaluation import RERANK_DEFAULTS
+
+    schema = section_defaults("evaluate")
+    rec = EvalSettings.defaults()
+    assert rec.to_dict() == schema and list(rec.to_dict()) == list(schema)   # every field, schema order
+    assert [f.default for f in dataclasses.fields(EvalSettings)] == [dataclasses.MISSING] * len(schema)
+    assert RERANK_DEFAULTS == {"k1": schema["rerank_k1"], "k2": schema["rerank_k2"],
+                               "lambda_value": schema["rerank_lambda"]}
+    part = EvalSettings.from_dict({"rerank": True, "rerank_k1": 7})
+    assert part.rerank and part.rerank_k1 == 7 and part.rerank_k2 == schema["rerank_k2"]
+    with pytest.raises(ConfigError, match=r"config evaluate: unknown key\(s\) \['metrc'\]; known keys: .*'metric'"):
+        EvalSettings.from_dict({"metrc": "cosine"})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rec.seed = 3
+    assert part.metrics_settings() == {"metric": "euclidean", "rerank": True, "rerank_k1": 7, "rerank_k2": 6,
+                                       "rerank_lambda": 0.3, "single_shot_trials": 10, "seed": 0, "topk": 10}
+
+
+def test_evaluate_checkpoint_records_the_section_verbatim(monkeypatch, tmp_path):
+    import maskcl.devices
+    import maskcl.models.export
+
+    m = _ltcc_manifest()
+    m["path"] = [str(p) for p in _images(tmp_path, len(m))]
+    m.to_csv(tmp_path / "manifest.csv", index=False)
+    seen = []
+    monkeypatch.setattr(maskcl.devices, "select_device", lambda spec, key: seen.append(spec) or torch.device("cpu"))
+    monkeypatch.setattr(maskcl.models.export, "load_model",
+                        lambda path, dev: (_MeanColour(), _to_tensor, {"settings": {"arch": "x"}}))
+    section = {"batch_size": 4, "workers": 0, "rerank": True, "rerank_k1": 3, "rerank_k2": 2, "device": "cpu"}
+    from maskcl.evaluation import evaluate_checkpoint
+    evaluate_checkpoint("ltcc", tmp_path / "manifest.csv", "model.pt", tmp_path / "metrics.json",
+                        tmp_path / "ranks.npz", settings=section, run={"dataset": "ltcc"})
+    doc = json.loads((tmp_path / "metrics.json").read_text())
+    assert seen == ["cpu"]                                   # the record's device spec, resolved
+    assert list(doc["provenance"]["config"]["evaluate"].items()) == list(section.items())
+    assert doc["settings"] == EvalSettings.from_dict(section).metrics_settings()
+    assert list(doc["settings"]) == ["metric", "rerank", "rerank_k1", "rerank_k2", "rerank_lambda",
+                                     "single_shot_trials", "seed", "topk"]
+    assert doc["provenance"]["batch_size"] == 4 and doc["provenance"]["flip"] is False

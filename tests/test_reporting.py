@@ -27,7 +27,7 @@ from conftest import require
 
 from maskcl.config import validate_config
 from maskcl.errors import MaskCLError
-from maskcl.evaluation import PROTOCOLS, run_protocols, write_metrics_json, write_ranks
+from maskcl.evaluation import PROTOCOLS, EvalSettings, run_protocols, write_metrics_json, write_ranks
 from maskcl.reporting import (ReportingError, aggregate_seeds, build_report, fmt_pct, latex_escape,
                               load_published, load_runs, per_seed_frame, protocol_short)
 from maskcl.reporting.labels import PROTOCOL_SHORT
@@ -184,7 +184,8 @@ def ws(tmp_path_factory) -> Path:
             folder = ws / "results" / d / "runs" / exp / masks / f"seed{seed}"
             folder.mkdir(parents=True)
             m = manifests[d]
-            res = run_protocols(d, m, _features(m, noise, seed), seed=0, single_shot_trials=3, topk=10)
+            res = run_protocols(d, m, _features(m, noise, seed),
+                                settings=EvalSettings.from_dict({"seed": 0, "single_shot_trials": 3, "topk": 10}))
             settings = {"metric": "euclidean", "rerank": False, "single_shot_trials": 3, "seed": 0, "topk": 10}
             prov = {"device": "cpu", "flip": False}
             if d == "synthcc":     # as maskcl.evaluation.evaluate_checkpoint records it

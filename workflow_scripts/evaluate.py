@@ -6,9 +6,10 @@ from maskcl.workflow import run_job
 
 def main(smk):
     job = smk.params.job
+    # the section dict itself: provenance.config.evaluate records it verbatim (key order included);
+    # evaluate_checkpoint builds the EvalSettings record from it and resolves its device
     evaluate_checkpoint(smk.wildcards.dataset, smk.input.manifest, smk.input.model, smk.output.metrics,
-                        smk.output.ranks, settings=job["settings"], device=job["settings"]["device"],
-                        threads=smk.threads, run=job["run"])
+                        smk.output.ranks, settings=job["settings"], threads=smk.threads, run=job["run"])
 
 
 run_job(main, snakemake)  # noqa: F821 - injected by Snakemake

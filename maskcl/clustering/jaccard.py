@@ -2,7 +2,9 @@
 
 The published algorithm builds dense N x N matrices (the weights V, their query expansion and the
 distance itself) although every row of V has only a few dozen non-zeros. Here every step is a
-sparse, vectorised operation over all rows at once:
+sparse, vectorised operation over all rows at once. Steps 1, 2 and 4 are the k-reciprocal core
+shared with the evaluation's re-ranking (``maskcl.clustering.reciprocal``), called here with the
+configured ``k1_slicing``:
 
 1. k-reciprocal sets R(i, k) from the kNN lists, by a sorted-key membership test;
 2. the 2/3 expansion rule as sparse products: |R(i) ∩ R(c, k1/2)| for all candidates c at once is
@@ -32,8 +34,6 @@ route) or d_J > max_distance (thresholded route).
 from __future__ import annotations
 
 import logging
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Optional, Tuple
 
@@ -42,13 +42,12 @@ import scipy.sparse as sp
 
 from ..errors import ConfigError
 from .knn import KNNResult, as_feature_array, knn_search
+from .reciprocal import K1_SLICINGS, k_reciprocal_support, neighbour_columns, query_expansion, timed
 
 __all__ = ["jaccard_distance", "JaccardGraph", "build_jaccard_graph", "neighbour_columns",
            "K1_SLICINGS"]
 
 logger = logging.getLogger(__name__)
-
-K1_SLICINGS = ("clustercontrast", "paper")
 
 # Upper bound on the (i, j, k) triples materialised at once by the full enumeration (~60 B each).
 _MAX_TRIPLES = 4_000_000
@@ -64,45 +63,6 @@ _SPLIT_MARGIN = 1e-6
 _QUANT = float(2**31)
 
 
-@contextmanager
-def timed(timings: Optional[Dict[str, float]], step: str) -> Iterator[None]:
-    """Add the wall time of the block to ``timings[step]`` (no-op when ``timings`` is None)."""
-    start = time.perf_counter()
-    yield
-    if timings is not None:
-        timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
-
-
-def neighbour_columns(k1: int, k2: int,
-                      k1_slicing: str = "clustercontrast") -> Tuple[int, int, int]:
-    """kNN columns (self included) used for R(i, k1), R(i, round(k1/2)) and query expansion.
-
-    Parameters
-    ----------
-    k1, k2 : int
-        The Jaccard parameters.
-    k1_slicing : {"clustercontrast", "paper"}
-        ``clustercontrast``: the kNN list has only k1 columns, so R(i, k1) looks at k1 neighbours
-        (self included) although the code slices k1 + 1 (ClusterContrast, SpCL and MaskCL do this;
-        query expansion then also sees at most k1 columns). ``paper``: k1 + 1 columns, as in the
-        original re-ranking code of Zhong et al.
-
-    Returns
-    -------
-    (k_recip, k_half, k_qe) : tuple of int
-    """
-    if k1_slicing not in K1_SLICINGS:
-        raise ConfigError(f"unknown k1_slicing {k1_slicing!r}; use one of {', '.join(K1_SLICINGS)}")
-    if k1 < 1 or k2 < 1:
-        raise ConfigError(f"Jaccard k1 and k2 must be >= 1; got k1={k1}, k2={k2}")
-    # Python's round (banker's rounding) equals np.around in the reference code.
-    wanted = (k1 + 1, int(round(k1 / 2)) + 1, k2)
-    if k1_slicing == "paper":
-        return wanted
-    k_recip, k_half, k_qe = (min(w, k1) for w in wanted)
-    return k_recip, k_half, k_qe
-
-
 def similarity_threshold(max_distance: float) -> float:
     """The S below which d_J = 1 - S/(2 - S) exceeds ``max_distance``."""
     return 2.0 * (1.0 - max_distance) / (2.0 - max_distance)
@@ -116,38 +76,6 @@ def distance_from_similarity(s: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- steps 1-4: V_qe
-
-
-def _reciprocal(idx: np.ndarray, k: int) -> sp.csr_matrix:
-    """R(i, k) as a 0/1 CSR matrix: j among i's first k columns and i among j's first k.
-
-    The kNN pattern A (N x N, k entries per row) times its transpose, element-wise.
-    """
-    n = idx.shape[0]
-    fwd = np.sort(idx[:, :k], axis=1)
-    knn = sp.csr_matrix((np.ones(fwd.size, dtype=np.int8), fwd.ravel().astype(np.int32),
-                         np.arange(0, fwd.size + 1, fwd.shape[1])), shape=(n, n))
-    mutual = knn.multiply(knn.T.tocsr()).tocsr()
-    mutual.sort_indices()
-    # int32 counts keep the products below cheap (float64 doubles their memory traffic)
-    return sp.csr_matrix((np.ones(mutual.nnz, dtype=np.int32), mutual.indices, mutual.indptr),
-                         shape=(n, n))
-
-
-def _expand(recip: sp.csr_matrix, recip_half: sp.csr_matrix) -> sp.csr_matrix:
-    """R*(i): R(i) plus R(c, k1/2) for each c in R(i) with |R(c,k1/2) ∩ R(i)| > 2/3 |R(c,k1/2)|."""
-    n = recip.shape[0]
-    half_len = np.diff(recip_half.indptr)
-    # overlap[i, c] = |R(i) ∩ R_half(c)| on R's pattern (> 0 there: c is in both sets).
-    # R_half is symmetric (reciprocity is), so R_halfᵀ = R_half and no transpose is needed.
-    overlap = (recip @ recip_half).multiply(recip).tocoo()
-    accept = overlap.data > (2.0 / 3.0) * half_len[overlap.col]
-    accepted = sp.csr_matrix((np.ones(int(accept.sum()), dtype=np.int32),
-                              (overlap.row[accept], overlap.col[accept])), shape=(n, n))
-    support = (recip + accepted @ recip_half).tocsr()
-    support.sum_duplicates()
-    support.data[:] = 1
-    return support
 
 
 def _pair_sq_distances(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -182,17 +110,6 @@ def _weights(x: np.ndarray, knn: KNNResult, support: sp.csr_matrix) -> Tuple[sp.
     w = np.exp(-d2)
     w /= np.add.reduceat(w, support.indptr[:-1])[rows]  # every row holds at least itself
     return sp.csr_matrix((w, support.indices, support.indptr), shape=(n, n)), int(missing.size)
-
-
-def _query_expansion(weights: sp.csr_matrix, idx: np.ndarray, k_qe: int) -> sp.csr_matrix:
-    """V_qe[i] = mean of V over rows idx[i, :k_qe] (i itself first)."""
-    n = weights.shape[0]
-    k_qe = min(k_qe, idx.shape[1])
-    q = sp.csr_matrix((np.full(n * k_qe, 1.0 / k_qe), idx[:, :k_qe].ravel(),
-                       np.arange(0, n * k_qe + 1, k_qe)), shape=(n, n))
-    out = (q @ weights).tocsr()
-    out.sum_duplicates()  # canonical: sorted indices, no duplicates
-    return out
 
 
 # --------------------------------------------------------------------------- step 5: S and d_J
@@ -447,8 +364,7 @@ def build_jaccard_graph(features: Any, k1: int = 30, k2: int = 6, *,
     """
     x = as_feature_array(features)
     n = x.shape[0]
-    k_recip, k_half, k_qe = (min(c, n) for c in neighbour_columns(k1, k2, k1_slicing))
-    need = max(k_recip, k_half, k_qe)
+    need = max(neighbour_columns(k1, k2, k1_slicing, n))
     if knn is None:
         with timed(timings, "knn"):
             knn = knn_search(x, need, backend=backend, device=device)
@@ -456,15 +372,11 @@ def build_jaccard_graph(features: Any, k1: int = 30, k2: int = 6, *,
         raise ConfigError(f"kNN result has shape {knn.indices.shape}; need ({n}, >= {need}) "
                           f"for k1={k1}, k2={k2}, k1_slicing={k1_slicing!r}")
     idx = knn.indices
-    with timed(timings, "reciprocal"):
-        recip = _reciprocal(idx, k_recip)
-        recip_half = _reciprocal(idx, k_half)
-    with timed(timings, "expansion"):
-        support = _expand(recip, recip_half)
+    support, k_qe = k_reciprocal_support(idx, k1, k2, k1_slicing=k1_slicing, timings=timings)
     with timed(timings, "weights"):
         weights, n_outside = _weights(x, knn, support)
     with timed(timings, "query_expansion"):
-        vqe = _query_expansion(weights, idx, k_qe)
+        vqe = query_expansion(weights, idx, k_qe)
     logger.info("Jaccard graph (k1=%d, k2=%d, %s slicing): |R*| mean %.1f (%d pairs outside the "
                 "kNN lists), V_qe non-zeros per row %.1f", k1, k2, k1_slicing, support.nnz / n,
                 n_outside, vqe.nnz / n)

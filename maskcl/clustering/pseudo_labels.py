@@ -17,9 +17,9 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from ..errors import ConfigError
-from .jaccard import (JaccardGraph, build_jaccard_graph, distance_from_similarity,
-                      similarity_threshold, timed)
+from .jaccard import JaccardGraph, build_jaccard_graph, distance_from_similarity, similarity_threshold
 from .knn import KNNResult
+from .reciprocal import timed
 
 __all__ = ["ClusteringResult", "cluster", "cluster_with_distances", "dbscan",
            "apply_outlier_policy", "OUTLIER_POLICIES"]

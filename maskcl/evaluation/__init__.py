@@ -6,6 +6,7 @@
 - ``protocols``: every dataset's protocols by stable name (docs/protocols.md), ``run_protocols``.
 - ``features``: ``extract_features`` for any model callable.
 - ``rerank``: sparse k-reciprocal re-ranking (Zhong et al. 2017).
+- ``settings``: ``EvalSettings``, the config's ``evaluate`` section as one record (schema defaults).
 - ``output`` / ``stage``: ``metrics.json``, ``ranks.npz``, provenance, ``evaluate_run``.
 """
 
@@ -17,6 +18,7 @@ from .output import METRICS_FORMAT, metrics_document, provenance, write_metrics_
 from .protocols import (HEADLINE, PROTOCOLS, Protocol, ProtocolResult, get_protocol, headline_protocol,
                         list_protocols, required_rows, required_splits, run_protocols, single_shot_galleries)
 from .rerank import RERANK_DEFAULTS, k_reciprocal_rerank, rerank_chunks
+from .settings import EvalSettings
 from .stage import evaluate_checkpoint, evaluate_model, evaluate_run
 
 __all__ = [
@@ -28,5 +30,5 @@ __all__ = [
     "Protocol", "ProtocolResult", "PROTOCOLS", "HEADLINE", "list_protocols", "get_protocol",
     "headline_protocol", "required_splits", "required_rows", "single_shot_galleries", "run_protocols",
     "METRICS_FORMAT", "provenance", "metrics_document", "write_metrics_json", "write_ranks",
-    "evaluate_run", "evaluate_model", "evaluate_checkpoint",
+    "EvalSettings", "evaluate_run", "evaluate_model", "evaluate_checkpoint",
 ]

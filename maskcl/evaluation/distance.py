@@ -19,7 +19,7 @@ import torch
 
 from ..errors import EvaluationError
 
-__all__ = ["METRICS", "ROW_BLOCK", "l2_normalize", "pairwise_distance", "distance_chunks",
+__all__ = ["METRICS", "ROW_BLOCK", "as_tensor", "l2_normalize", "pairwise_distance", "distance_chunks",
            "DistanceComputer", "default_chunk_rows"]
 
 METRICS: Tuple[str, ...] = ("euclidean", "cosine")
@@ -29,7 +29,8 @@ ROW_BLOCK = 64
 CHUNK_ELEMENTS = 1 << 25
 
 
-def _as_tensor(name: str, x: Any) -> torch.Tensor:
+def as_tensor(name: str, x: Any) -> torch.Tensor:
+    """A 2-D float32/float64 tensor view of features (``name`` goes into the one-line error)."""
     t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(x)))
     if t.ndim != 2:
         raise EvaluationError(f"{name} must be 2-D (items × feature dim), got shape {tuple(t.shape)}")
@@ -42,7 +43,7 @@ def l2_normalize(x: Any, eps: float = 1e-12) -> Any:
     """Rows divided by their L2 norm (torch in → torch out, otherwise numpy)."""
     if isinstance(x, torch.Tensor):
         return torch.nn.functional.normalize(x, p=2, dim=1, eps=eps)
-    t = torch.nn.functional.normalize(_as_tensor("features", x), p=2, dim=1, eps=eps)
+    t = torch.nn.functional.normalize(as_tensor("features", x), p=2, dim=1, eps=eps)
     return t.numpy()
 
 
@@ -60,7 +61,7 @@ class DistanceComputer:
     def __init__(self, qf: Any, gf: Any, metric: str = "euclidean", device: Any = "cpu") -> None:
         if metric not in METRICS:
             raise EvaluationError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
-        q, g = _as_tensor("query features", qf), _as_tensor("gallery features", gf)
+        q, g = as_tensor("query features", qf), as_tensor("gallery features", gf)
         if q.shape[1] != g.shape[1]:
             raise EvaluationError(f"query features have dim {q.shape[1]} but gallery features {g.shape[1]}")
         dtype = torch.float64 if torch.float64 in (q.dtype, g.dtype) else torch.float32

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import EvaluationError
 from . import _kernels
+from .distance import distance_chunks
 
 __all__ = ["RULES", "EvaluationError", "RankingResult", "ChunkedEvaluation", "evaluate",
            "evaluate_chunks", "evaluate_features", "match_flags"]
@@ -357,8 +358,6 @@ def evaluate_features(qf: Any, gf: Any, q_pids: Any, g_pids: Any, q_camids: Any,
     EvaluationError
         As ``evaluate``; also for mismatched feature shapes or an unknown metric.
     """
-    from .distance import distance_chunks
-
     chunks = distance_chunks(qf, gf, metric=metric, chunk_size=chunk_size, device=device)
     return evaluate_chunks(chunks, q_pids, g_pids, q_camids, g_camids, q_clothes, g_clothes,
                            rules=(rule,)).results[rule]

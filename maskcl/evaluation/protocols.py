@@ -21,6 +21,7 @@ from .distance import distance_chunks
 from ..errors import EvaluationError
 from .metrics import RankingResult, evaluate_chunks, match_flags
 from .rerank import rerank_chunks
+from .settings import EvalSettings
 
 __all__ = ["Protocol", "ProtocolResult", "PROTOCOLS", "HEADLINE", "list_protocols", "get_protocol",
            "headline_protocol", "required_splits", "required_rows", "single_shot_galleries", "run_protocols"]
@@ -212,29 +213,17 @@ class _Features:
         return out
 
 
-def _chunks(qf: np.ndarray, gf: np.ndarray, s: "_Settings") -> Iterator[Tuple[int, np.ndarray]]:
-    if s.rerank:
-        return rerank_chunks(qf, gf, metric=s.metric, k1=s.rerank_k1, k2=s.rerank_k2,
-                             lambda_value=s.rerank_lambda, chunk_size=s.chunk_size, device=s.device)
-    return distance_chunks(qf, gf, metric=s.metric, chunk_size=s.chunk_size, device=s.device)
+def _chunks(qf: np.ndarray, gf: np.ndarray, s: EvalSettings, chunk_size: Optional[int],
+            device: Any) -> Iterator[Tuple[int, np.ndarray]]:
+    if bool(s.rerank):
+        return rerank_chunks(qf, gf, metric=s.metric, k1=int(s.rerank_k1), k2=int(s.rerank_k2),
+                             lambda_value=float(s.rerank_lambda), chunk_size=chunk_size, device=device)
+    return distance_chunks(qf, gf, metric=s.metric, chunk_size=chunk_size, device=device)
 
 
-@dataclass(frozen=True)
-class _Settings:
-    metric: str
-    rerank: bool
-    rerank_k1: int
-    rerank_k2: int
-    rerank_lambda: float
-    chunk_size: Optional[int]
-    device: Any
-
-
-def run_protocols(dataset: str, manifest: pd.DataFrame, features: Any, *, feature_rows: Any = None,
-                  seed: int = 0, metric: str = "euclidean", rerank: bool = False, rerank_k1: int = 20,
-                  rerank_k2: int = 6, rerank_lambda: float = 0.3, single_shot_trials: int = 10,
-                  topk: int = 10, protocols: Optional[Sequence[str]] = None, chunk_size: Optional[int] = None,
-                  device: Any = "cpu") -> Dict[str, ProtocolResult]:
+def run_protocols(dataset: str, manifest: pd.DataFrame, features: Any, *, settings: Optional[EvalSettings] = None,
+                  feature_rows: Any = None, protocols: Optional[Sequence[str]] = None,
+                  chunk_size: Optional[int] = None, device: Any = "cpu") -> Dict[str, ProtocolResult]:
     """Evaluate every protocol of ``dataset`` (or the named ones) from one feature matrix.
 
     Parameters
@@ -248,23 +237,19 @@ def run_protocols(dataset: str, manifest: pd.DataFrame, features: Any, *, featur
     features : array-like, shape (R, d)
         One row per manifest row (``feature_rows=None``), or per entry of ``feature_rows``. Rows
         of splits no protocol uses may be absent or NaN; see ``required_rows``.
+    settings : EvalSettings, optional
+        The ``evaluate`` settings; default the schema's. Used here: ``seed`` (of the single-shot
+        gallery draws, PRCC), ``metric``, ``rerank`` with ``rerank_k1``, ``rerank_k2`` and
+        ``rerank_lambda``, ``single_shot_trials`` (number of draws), ``topk`` (length of the saved
+        top-k gallery lists of multi-shot protocols). Its ``device`` is a spec, not used here.
     feature_rows : array-like of int, shape (R,), optional
         The manifest row of each feature row.
-    seed : int
-        Seed of the single-shot gallery draws (PRCC).
-    metric : {"euclidean", "cosine"}
-    rerank : bool
-        Apply k-reciprocal re-ranking (``rerank_k1``, ``rerank_k2``, ``rerank_lambda``).
-    single_shot_trials : int
-        Number of single-shot gallery draws.
-    topk : int
-        Length of the saved top-k gallery lists (multi-shot protocols).
     protocols : sequence of str, optional
         Subset of protocol names; default all.
     chunk_size : int, optional
         Query rows per distance block (memory bound); default about 128 MiB of distances.
     device : str or torch.device
-        Where distances are computed.
+        Where distances are computed (resolved; not ``auto``).
 
     Returns
     -------
@@ -277,6 +262,8 @@ def run_protocols(dataset: str, manifest: pd.DataFrame, features: Any, *, featur
         Unknown dataset or protocol, missing manifest columns or splits, missing or non-finite
         features for a needed row.
     """
+    s = settings if settings is not None else EvalSettings.defaults()
+    single_shot_trials, seed, topk = int(s.single_shot_trials), int(s.seed), int(s.topk)
     plist = list_protocols(dataset)
     if protocols is not None:
         plist = tuple(get_protocol(dataset, n) for n in protocols)
@@ -287,7 +274,6 @@ def run_protocols(dataset: str, manifest: pd.DataFrame, features: Any, *, featur
     cols |= {"cloth_changing" for p in plist if p.cloth_changing_only}
     _check_columns(manifest, sorted(cols))
     feats = _Features(features, feature_rows, len(manifest))
-    settings = _Settings(metric, bool(rerank), int(rerank_k1), int(rerank_k2), float(rerank_lambda), chunk_size, device)
     pids = manifest["pid"].to_numpy().astype(np.int64)
     clothes = manifest["clothes_id"].to_numpy().astype(np.int64)
 
@@ -311,7 +297,7 @@ def run_protocols(dataset: str, manifest: pd.DataFrame, features: Any, *, featur
         if not p0.single_shot:
             log.info("%s: %d queries × %d gallery (%s)", dataset, qrows.size, grows.size,
                      ", ".join(p.name for p, _, _ in members))
-            ev = evaluate_chunks(_chunks(qf, gf, settings), *labels, rules=rules, topk=topk)
+            ev = evaluate_chunks(_chunks(qf, gf, s, chunk_size, device), *labels, rules=rules, topk=topk)
             for p, _, _ in members:
                 res = ev.results[p.rule]
                 flags = _topk_flags(ev.topk, p.rule, *labels) if ev.topk is not None else None
@@ -325,14 +311,14 @@ def run_protocols(dataset: str, manifest: pd.DataFrame, features: Any, *, featur
                      draws[0].size, ", ".join(p.name for p, _, _ in members))
             trials: Dict[str, List[RankingResult]] = {p.rule: [] for p, _, _ in members}
             for d in draws:
-                ev = evaluate_chunks(_chunks(qf, gf[d], settings), labels[0], labels[1][d], labels[2], labels[3][d],
-                                     labels[4], labels[5][d], rules=rules)
+                ev = evaluate_chunks(_chunks(qf, gf[d], s, chunk_size, device), labels[0], labels[1][d], labels[2],
+                                     labels[3][d], labels[4], labels[5][d], rules=rules)
                 for r in trials:
                     trials[r].append(ev.results[r])
             for p, _, _ in members:
                 out[p.name] = ProtocolResult(dataset, p, qrows, grows, int(np.unique(labels[0]).size),
                                              int(np.unique(labels[1]).size), trials=trials[p.rule],
-                                             trial_gallery_rows=[grows[d] for d in draws], seed=int(seed))
+                                             trial_gallery_rows=[grows[d] for d in draws], seed=seed)
     return {p.name: out[p.name] for p in plist}
 
 

@@ -4,7 +4,9 @@ Definition (datasets-and-protocols.md §3.6), over the N = Q + G query and galle
 
 1. D = the metric distance (squared Euclidean or 1 − cos) between all N items; D'(i, ·) = D(i, ·)
    divided by its row maximum. Neighbour lists rank D's rows stably (ties by index).
-2. R(i, k) = the items j among i's first k + 1 neighbours that have i among their own first k + 1.
+2. R(i, k) = the items j among i's first k + 1 neighbours that have i among their own first k + 1
+   (Zhong et al.'s slicing, ``k1_slicing="paper"`` of the k-reciprocal core shared with clustering,
+   ``maskcl.clustering.reciprocal``; steps 2, 3 and 5 are that core).
 3. R*(i) = R(i, k1) plus R(c, round(k1/2)) for every c in R(i, k1) with
    |R(c, round(k1/2)) ∩ R(i, k1)| > 2/3 · |R(c, round(k1/2))|.
 4. V(i, j) = exp(−D'(i, j)) / Σ_{j' ∈ R*(i)} exp(−D'(i, j')) for j ∈ R*(i), 0 elsewhere.
@@ -28,13 +30,17 @@ import scipy.sparse as sp
 import torch
 
 from . import _kernels
-from .distance import ROW_BLOCK, DistanceComputer, _as_tensor
+from .distance import ROW_BLOCK, DistanceComputer, as_tensor
+from ..clustering.reciprocal import k_reciprocal_support, neighbour_columns, query_expansion
+from ..config import section_defaults
 from ..errors import EvaluationError
 
 __all__ = ["k_reciprocal_rerank", "rerank_chunks", "RERANK_DEFAULTS"]
 
-#: Zhong et al.'s values (also cluster-contrast's and fast-reid's defaults).
-RERANK_DEFAULTS = {"k1": 20, "k2": 6, "lambda_value": 0.3}
+#: Zhong et al.'s values (also cluster-contrast's and fast-reid's defaults), read from the schema's
+#: ``evaluate.rerank_k1/k2/lambda`` so that they are written once.
+RERANK_DEFAULTS = {"k1": section_defaults("evaluate")["rerank_k1"], "k2": section_defaults("evaluate")["rerank_k2"],
+                   "lambda_value": section_defaults("evaluate")["rerank_lambda"]}
 
 #: Upper bound of (query non-zero, gallery non-zero) pairs expanded at once in the Jaccard step.
 _PAIR_BUDGET = 1 << 23
@@ -47,16 +53,6 @@ def _check(k1: int, k2: int, lambda_value: float) -> None:
         raise EvaluationError(f"rerank k2 must be in 1..k1+1 = {k1 + 1}, got {k2}")
     if not 0.0 <= lambda_value <= 1.0:
         raise EvaluationError(f"rerank lambda must be in [0, 1], got {lambda_value}")
-
-
-def _reciprocal(knn: np.ndarray, k: int, n: int) -> sp.csr_matrix:
-    """R(i, k) as a 0/1 CSR matrix from the neighbour lists' first k + 1 columns."""
-    cols = knn[:, :min(k + 1, knn.shape[1])]
-    a = sp.csr_matrix((np.ones(cols.size, np.int32), cols.ravel(), np.arange(0, cols.size + 1, cols.shape[1])),
-                      shape=(n, n))
-    r = a.multiply(a.T).tocsr()
-    r.sort_indices()
-    return r
 
 
 def _pair_distances(comp: DistanceComputer, allf: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -77,8 +73,9 @@ def _pair_distances(comp: DistanceComputer, allf: torch.Tensor, rows: np.ndarray
     return out
 
 
-def rerank_chunks(qf: Any, gf: Any, *, metric: str = "euclidean", k1: int = 20, k2: int = 6,
-                  lambda_value: float = 0.3, chunk_size: Optional[int] = None,
+def rerank_chunks(qf: Any, gf: Any, *, metric: str = "euclidean", k1: int = RERANK_DEFAULTS["k1"],
+                  k2: int = RERANK_DEFAULTS["k2"], lambda_value: float = RERANK_DEFAULTS["lambda_value"],
+                  chunk_size: Optional[int] = None,
                   device: Any = "cpu") -> Iterator[Tuple[int, np.ndarray]]:
     """Yield re-ranked query × gallery distance blocks ``(row0, block)`` (module docstring).
 
@@ -106,7 +103,7 @@ def rerank_chunks(qf: Any, gf: Any, *, metric: str = "euclidean", k1: int = 20, 
         Bad parameters or feature shapes.
     """
     _check(int(k1), int(k2), float(lambda_value))
-    q, g = _as_tensor("query features", qf), _as_tensor("gallery features", gf)
+    q, g = as_tensor("query features", qf), as_tensor("gallery features", gf)
     if q.shape[1] != g.shape[1]:
         raise EvaluationError(f"query features have dim {q.shape[1]} but gallery features {g.shape[1]}")
     nq = q.shape[0]
@@ -115,7 +112,7 @@ def rerank_chunks(qf: Any, gf: Any, *, metric: str = "euclidean", k1: int = 20, 
     comp = DistanceComputer(allf, allf, metric=metric, device=device)
     rows = chunk_size or max(ROW_BLOCK, (1 << 24) // max(n, 1))
     rows = -(-int(rows) // ROW_BLOCK) * ROW_BLOCK
-    kk = min(int(k1) + 1, n)
+    kk = max(neighbour_columns(int(k1), int(k2), "paper", n))   # = min(k1 + 1, n): k2 <= k1 + 1
 
     # 1. neighbour lists and row maxima, streaming D in row blocks
     knn = np.empty((n, kk), np.int64)
@@ -126,15 +123,8 @@ def rerank_chunks(qf: Any, gf: Any, *, metric: str = "euclidean", k1: int = 20, 
         rowmax[r:r + block.shape[0]] = block.max(axis=1)
     rowmax[rowmax <= 0] = 1.0
 
-    # 2.-3. k-reciprocal sets and their expansion
-    r1 = _reciprocal(knn, int(k1), n)
-    rh = _reciprocal(knn, int(np.around(k1 / 2.0)), n)
-    inter = r1.multiply(r1 @ rh.T).tocoo()         # |R(c, k1/2) ∩ R(i, k1)| for c in R(i, k1)
-    hsize = np.diff(rh.indptr)
-    keep = inter.data > 2.0 / 3.0 * hsize[inter.col]
-    acc = sp.csr_matrix((np.ones(int(keep.sum()), np.int32), (inter.row[keep], inter.col[keep])), shape=(n, n))
-    rstar = ((r1 + acc @ rh) > 0).tocsr()
-    rstar.sort_indices()
+    # 2.-3. k-reciprocal sets and their expansion (the shared core, with the reference slicing)
+    rstar, k_qe = k_reciprocal_support(knn, int(k1), int(k2), k1_slicing="paper")
 
     # 4. Gaussian weights on the normalised distance, rows summing to 1
     pr = np.repeat(np.arange(n), np.diff(rstar.indptr))
@@ -144,11 +134,7 @@ def rerank_chunks(qf: Any, gf: Any, *, metric: str = "euclidean", k1: int = 20, 
 
     # 5. local query expansion over the first k2 neighbours
     if k2 > 1:
-        kq = knn[:, :min(int(k2), kk)]
-        qe = sp.csr_matrix((np.full(kq.size, 1.0 / kq.shape[1]), kq.ravel(),
-                            np.arange(0, kq.size + 1, kq.shape[1])), shape=(n, n))
-        v = (qe @ v).tocsr()
-        v.sort_indices()
+        v = query_expansion(v, knn, k_qe)
 
     # 6.-7. Jaccard of query rows against gallery rows, mixed with the original distance
     gal_by_col = v[nq:].T.tocsr()                 # column k → gallery items j with V(j, k) > 0
@@ -198,11 +184,12 @@ def _jaccard_min_sums(sub: sp.csr_matrix, a: int, b: int, gal_by_col: sp.csr_mat
     out[a * ng:b * ng] += np.bincount((qrow[e] - a) * ng + j, weights=m, minlength=(b - a) * ng)
 
 
-def k_reciprocal_rerank(qf: Any, gf: Any, *, metric: str = "euclidean", k1: int = 20, k2: int = 6,
-                        lambda_value: float = 0.3, chunk_size: Optional[int] = None,
+def k_reciprocal_rerank(qf: Any, gf: Any, *, metric: str = "euclidean", k1: int = RERANK_DEFAULTS["k1"],
+                        k2: int = RERANK_DEFAULTS["k2"], lambda_value: float = RERANK_DEFAULTS["lambda_value"],
+                        chunk_size: Optional[int] = None,
                         device: Any = "cpu") -> np.ndarray:
     """Re-ranked query × gallery distance matrix, shape (Q, G), float64 (see ``rerank_chunks``)."""
     blocks = [blk for _, blk in rerank_chunks(qf, gf, metric=metric, k1=k1, k2=k2, lambda_value=lambda_value,
                                               chunk_size=chunk_size, device=device)]
-    ng = _as_tensor("gallery features", gf).shape[0]
+    ng = as_tensor("gallery features", gf).shape[0]
     return np.concatenate(blocks) if blocks else np.zeros((0, ng), np.float64)
