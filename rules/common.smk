@@ -96,7 +96,7 @@ def mask_source_params(wildcards):
 
 
 def schp_checkpoint_params():
-    """What the schp_checkpoint rule fetches: masks.schp's variant, source and sha256."""
+    """masks.schp's variant, source and sha256, for the schp_checkpoint job."""
     return {k: MASKS["schp"][k] for k in ("variant", *_FETCH_KEYS)}
 
 

@@ -6,15 +6,13 @@ official ``{"state_dict": ..., "cycle_n": ...}`` wrapper with ``module.`` keys.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import serve_folder
 from maskcl.errors import CheckpointError
 from maskcl.masks.checkpoint import get_variant, load_schp, random_state_dict
 from maskcl.masks.fetch import CheckpointSource, fetch_checkpoint
@@ -34,20 +32,8 @@ def served(tmp_path_factory):
     (root / "truncated.pth").write_bytes(data[: len(data) // 2])
     (root / "page.html").write_text("<html><body>Sign in to continue</body></html>")
 
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
+    with serve_folder(root) as url:
+        yield root, url
 
 
 def _source(source: str, variant: str = "lip", sha256=None) -> CheckpointSource:

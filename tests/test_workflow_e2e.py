@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import serve_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "config_tiny.yaml"
 
@@ -86,10 +88,7 @@ def test_schp_from_a_url_default_target_with_no_manual_step(tmp_path):
     """masks.sources [schp] and a reachable checkpoint URL (a server on 127.0.0.1 serving a file built
     from the exact LIP manifest): the default target fetches and verifies the checkpoint, parses,
     trains, evaluates and writes the tables; nothing is put in place by hand."""
-    import functools
     import hashlib
-    import threading
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
     import torch
     import yaml
@@ -101,29 +100,17 @@ def test_schp_from_a_url_default_target_with_no_manual_step(tmp_path):
     torch.save({"state_dict": random_state_dict(20, seed=0), "cycle_n": 3}, served / "lip.pth")
     digest = hashlib.sha256((served / "lip.pth").read_bytes()).hexdigest()
 
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serve_folder(served) as url:
         work = tmp_path / "wd"
         work.mkdir()
         cfg = yaml.safe_load(TINY.read_text())
         cfg["data"]["synthcc"]["overrides"] = {"n_train_ids": 4, "n_test_ids": 3}  # SCHP: ~1 image/s on a CPU
         cfg["masks"] = {"sources": ["schp"], "train_source": "schp", "mode": "silhouette",
-                        "schp": {"source": f"http://127.0.0.1:{httpd.server_address[1]}/lip.pth",
+                        "schp": {"source": f"{url}/lip.pth",
                                  "sha256": digest, "device": "cpu"}}
         cfg["experiments"] = {"maskcl": {"method": "maskcl"}}
         (work / "config.yaml").write_text(yaml.safe_dump(cfg))
         proc = snakemake(work)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     ckpt = work / "resources/checkpoints/exp-schp-201908261155-lip.pth"
     assert hashlib.sha256(ckpt.read_bytes()).hexdigest() == digest
