@@ -99,22 +99,37 @@ class ExperimentRecord:
 class RunRecord:
     """One run: ``results/{dataset}/runs/{experiment}/{masks}/seed{seed}``, its settings and inputs.
 
+    The experiment's method and masks are read from its one ``ExperimentRecord`` (``exp``).
+
     ``settings`` is ``train_settings(config, dataset, experiment)`` with ``pretrained: ssl`` replaced
     by the warm-up's weights path (``warmup``, None unless ssl).
     """
 
     dataset: str
-    experiment: str
+    exp: ExperimentRecord
     seed: int
-    method: str
-    mask_source: Optional[str]
-    mask_mode: Optional[str]
     warmup: Optional[Warmup]
     settings: Mapping[str, Any] = field(compare=False)
 
     @property
+    def experiment(self) -> str:
+        return self.exp.name
+
+    @property
+    def method(self) -> str:
+        return self.exp.method
+
+    @property
+    def mask_source(self) -> Optional[str]:
+        return self.exp.mask_source
+
+    @property
+    def mask_mode(self) -> Optional[str]:
+        return self.exp.mask_mode
+
+    @property
     def masks(self) -> str:
-        return masks_component(self.mask_source, self.mask_mode)
+        return self.exp.masks
 
     @property
     def run_dir(self) -> str:
@@ -256,9 +271,7 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
                 s["pretrained"] = warmup.path
             frozen = MappingProxyType(s)
             for seed in seeds:
-                runs[(d, e, seed)] = RunRecord(dataset=d, experiment=e, seed=seed, method=exp.method,
-                                               mask_source=exp.mask_source, mask_mode=exp.mask_mode, warmup=warmup,
-                                               settings=frozen)
+                runs[(d, e, seed)] = RunRecord(dataset=d, exp=exp, seed=seed, warmup=warmup, settings=frozen)
     sources = config["masks"]["sources"]
     mask_sources = {d: tuple(s for s in sources if s != "groundtruth" or d in ground_truth) for d in datasets}
     return Plan(datasets=datasets, seeds=seeds, experiments=MappingProxyType(experiments),
