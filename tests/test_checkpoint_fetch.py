@@ -155,3 +155,17 @@ def test_drive_failure_says_how_to_get_the_file_by_hand(tmp_path, monkeypatch):
     msg = _only_line(err)
     assert get_variant("lip").drive_id in msg and "masks.schp.source" in msg
     assert not (tmp_path / "lip.pth").exists()
+
+
+@pytest.mark.parametrize("content, says", [(b"<!DOCTYPE html><html>Quota exceeded</html>", "it is a web page"),
+                                           (b"GIF89a\x00\x00", "it is not a PyTorch checkpoint")])
+def test_a_file_that_is_no_torch_file_is_named_for_what_it_is(tmp_path, content, says):
+    """Given by hand as masks.schp.checkpoint too, not only when fetched: never 'pickled code'."""
+    from maskcl.masks.checkpoint import read_state_dict
+
+    path = tmp_path / "exp-schp-201908261155-lip.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        read_state_dict(path)
+    msg = _only_line(err)
+    assert says in msg and str(path) in msg and "pickled" not in msg

@@ -144,6 +144,21 @@ def missing_checkpoint_message(path: Path, variant: Optional[SCHPVariant]) -> st
             f"to its path")
 
 
+def _not_a_torch_file(path: Path) -> Optional[str]:
+    """Why ``path`` cannot be a PyTorch file (a zip since 1.6, a pickle before), or None.
+
+    Without this, a web page saved under a checkpoint's name (a Drive sign-in or quota page) would be
+    reported by ``torch.load`` as a file carrying pickled code.
+    """
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return None
+    if b"<html" in head.lower() or b"<!doctype" in head.lower():
+        return "it is a web page, not a PyTorch checkpoint (a sign-in, quota or error page?)"
+    return f"it is not a PyTorch checkpoint (it starts with {head[:8]!r})"
+
+
 def read_state_dict(path: Union[str, os.PathLike], variant: Optional[SCHPVariant] = None) -> Dict[str, Tensor]:
     """Load a checkpoint file with ``weights_only=True`` and return its bare state dict.
 
@@ -158,6 +173,9 @@ def read_state_dict(path: Union[str, os.PathLike], variant: Optional[SCHPVariant
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(missing_checkpoint_message(path, variant))
+    wrong = _not_a_torch_file(path)
+    if wrong:
+        raise CheckpointError(f"{path}: {wrong}; use the official SCHP file (see docs/masks.md)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

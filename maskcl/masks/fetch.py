@@ -111,20 +111,6 @@ def _from_file(src: CheckpointSource, part: Path) -> None:
                               f"the free space of {part.parent}") from None
 
 
-def _not_a_checkpoint(path: Path) -> Optional[str]:
-    """Why ``path`` cannot be a PyTorch file (zip since 1.6, a pickle before), or None.
-
-    A download that returns a web page instead (a sign-in, quota or error page) is the common case.
-    """
-    with open(path, "rb") as f:
-        head = f.read(512)
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        return None
-    if b"<html" in head.lower() or b"<!doctype" in head.lower():
-        return "it is a web page, not a PyTorch checkpoint (a sign-in, quota or error page?)"
-    return f"it is not a PyTorch checkpoint (it starts with {head[:8]!r})"
-
-
 def _discard(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -160,12 +146,6 @@ def fetch_checkpoint(src: CheckpointSource, out_path: os.PathLike | str, *, prog
         raise CheckpointError(f"SCHP {src.variant.name} checkpoint from {src.describe()} has sha256 {digest}, "
                               f"not the pinned masks.schp.sha256 {src.sha256}; the file was deleted: check the "
                               f"source, or update the pin if the file changed on purpose")
-    wrong = _not_a_checkpoint(part)
-    if wrong:
-        _discard(part)
-        raise CheckpointError(f"SCHP {src.variant.name} checkpoint from {src.describe()} was refused and "
-                              f"deleted: {wrong}; check the source, or download {src.variant.url} by hand "
-                              f"and set masks.schp.source to its path")
     try:
         load_schp(part, src.variant.name)
     except CheckpointError as e:
