@@ -17,6 +17,7 @@ from sklearn.metrics import adjusted_rand_score
 from maskcl.clustering import (apply_outlier_policy, build_jaccard_graph, cluster,
                                cluster_with_distances, dbscan, jaccard_distance, knn_search,
                                neighbour_columns, pseudo_label_quality, refine_clusters)
+from maskcl.clustering import jaccard as jaccard_module
 from maskcl.clustering import knn as knn_module
 from maskcl.clustering.reciprocal import k_reciprocal_support, query_expansion, reciprocal_sets
 from maskcl.errors import ConfigError, MaskCLError
@@ -329,6 +330,74 @@ def test_jaccard_graph_rows_sum_to_one(features: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------- DBSCAN
+
+
+def tight_features(n: int, d: int = 48, seed: int = 1) -> np.ndarray:
+    """Late-training-like features: tight clusters of 4-40 points in shuffled order, with
+    near-duplicate pairs (consecutive frames), so that R* reaches far beyond the kNN lists."""
+    rng = np.random.default_rng(seed)
+    sizes = []
+    while sum(sizes) < n:
+        sizes.append(int(rng.integers(4, 41)))
+    sizes[-1] -= sum(sizes) - n
+    sizes = [s for s in sizes if s > 0]
+    label = np.repeat(np.arange(len(sizes)), sizes)
+    x = rng.standard_normal((len(sizes), d))[label] + 0.35 * rng.standard_normal((n, d))
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    for s in starts[::3]:
+        x[s + 1] = x[s] + 1e-3 * rng.standard_normal(d)
+    perm = rng.permutation(n)
+    return (x[perm] / np.linalg.norm(x[perm], axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("route", ["product", "gather"])
+def test_pair_sq_distances_both_routes_exact(monkeypatch: pytest.MonkeyPatch, route: str) -> None:
+    x = tight_features(400)
+    rng = np.random.default_rng(0)
+    a = np.sort(rng.integers(0, 400, 3000))
+    b = rng.integers(0, 400, 3000)
+    b[:50] = a[:50]  # self pairs: distance exactly 0 after clipping
+    monkeypatch.setattr(jaccard_module, "_PRODUCT_PER_PAIR", 10**9 if route == "product" else 0)
+    monkeypatch.setattr(jaccard_module, "_PAIR_CHUNK", 257)  # several chunks on the gather route
+    got = jaccard_module._pair_sq_distances(x, a, b)
+    xd = x.astype(np.float64)
+    expected = ((xd[a] - xd[b]) ** 2).sum(1)
+    assert np.abs(got - expected).max() < 1e-5
+    assert (got >= 0).all() and got[:50].max() < 1e-5
+
+
+def test_jaccard_exact_on_tight_clusters_with_near_duplicates() -> None:
+    x = tight_features(700)
+    knn = knn_search(x, 30)
+    support, _ = k_reciprocal_support(knn.indices, 30, 6, k1_slicing="clustercontrast")
+    _, outside = jaccard_module._weights(x, knn, support)
+    assert outside > 1000  # the hard regime: many R* pairs need distances the kNN did not return
+    graph = build_jaccard_graph(x, 30, 6, knn=knn)
+    ref = dense_jaccard_reference(x)
+    dense = densify(graph.distances(1.0))
+    assert ((dense < 1) == (ref < 1)).all()
+    assert np.abs(dense - ref).max() < 1e-5
+    res = cluster_with_distances(x, eps=0.6, min_samples=4, tight_eps=0.58)
+    np.testing.assert_array_equal(
+        res.dbscan_labels, DBSCAN(eps=0.6, min_samples=4, metric="precomputed").fit_predict(ref))
+    np.testing.assert_array_equal(
+        res.tight_labels, DBSCAN(eps=0.58, min_samples=4, metric="precomputed").fit_predict(ref))
+
+
+def test_dbscan_on_non_canonical_csr_sums_duplicates() -> None:
+    dist = random_sparse_distances(200, 3)
+    coo = dist.tocoo()
+    half = coo.data / 2.0  # every entry split in two stored halves, rows unsorted
+    order = np.random.default_rng(0).permutation(2 * coo.nnz)
+    rows = np.concatenate((coo.row, coo.row))[order]
+    cols = np.concatenate((coo.col, coo.col))[order]
+    vals = np.concatenate((half, half))[order]
+    by_row = np.argsort(rows, kind="stable")  # CSR rows, columns left shuffled and doubled
+    rebuilt = sp.csr_matrix((vals[by_row], cols[by_row], np.concatenate(
+        ([0], np.cumsum(np.bincount(rows, minlength=200))))), shape=dist.shape)
+    assert not rebuilt.has_canonical_format
+    for eps, min_samples in ((0.3, 3), (0.5, 5)):
+        np.testing.assert_array_equal(dbscan(rebuilt, eps, min_samples), dbscan(dist, eps, min_samples))
 
 
 def random_sparse_distances(n: int, seed: int) -> sp.csr_matrix:

@@ -57,6 +57,10 @@ _MAX_LOOKUPS = 4_000_000
 _LOOKUP_BLOCK_FLOATS = 2**21
 # Pairs per chunk when computing squared distances outside the kNN lists (2 x chunk x d floats).
 _PAIR_CHUNK = 8192
+# Rows per group of that computation, and the product entries per pair (a product entry costs
+# ~1/30 of gathering a pair's two rows) up to which a group uses one matrix product.
+_PAIR_GROUP_ROWS = 32
+_PRODUCT_PER_PAIR = 32
 # Safety margin of the heavy/light split against rounding in the running sums (the quantised
 # masses are covered separately, by the longest row's entry count x 2^-31).
 _SPLIT_MARGIN = 1e-6
@@ -79,12 +83,40 @@ def distance_from_similarity(s: np.ndarray) -> np.ndarray:
 
 
 def _pair_sq_distances(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """||x_a - x_b||² for pairs sorted by ``a`` (R* pairs outside the kNN lists).
+
+    Rows of one tight cluster miss the same far members, so rows are grouped by their first
+    missing column and each group's pairs come from one product of its distinct rows and
+    columns, instead of gathering two full feature rows per pair. A group whose product would
+    cost much more than its pairs (scattered columns) gathers per pair as before.
+    """
     out = np.empty(a.size, dtype=np.float64)
-    for start in range(0, a.size, _PAIR_CHUNK):
-        xa = x[a[start:start + _PAIR_CHUNK]].astype(np.float64)
-        xb = x[b[start:start + _PAIR_CHUNK]].astype(np.float64)
-        xa -= xb
-        out[start:start + _PAIR_CHUNK] = np.einsum("ij,ij->i", xa, xa)
+    if a.size == 0:
+        return out
+    sq = np.einsum("ij,ij->i", x, x).astype(np.float64)
+    starts = np.flatnonzero(np.concatenate(([True], a[1:] != a[:-1])))
+    counts = np.diff(np.append(starts, a.size))
+    group_of_row = np.empty(starts.size, dtype=np.int64)
+    group_of_row[np.argsort(b[starts], kind="stable")] = (np.arange(starts.size, dtype=np.int64)
+                                                          // _PAIR_GROUP_ROWS)
+    by_group = np.argsort(np.repeat(group_of_row, counts), kind="stable")
+    bounds = np.searchsorted(np.repeat(group_of_row, counts)[by_group],
+                             np.arange(int(group_of_row.max()) + 2))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        p = by_group[lo:hi]
+        ra, rb = a[p], b[p]
+        ur, ir = np.unique(ra, return_inverse=True)
+        uc, ic = np.unique(rb, return_inverse=True)
+        if ur.size * uc.size <= _PRODUCT_PER_PAIR * p.size:
+            # float32 product, the precision of the kNN search's own distances for the other pairs
+            dots = (x[ur] @ x[uc].T)[ir, ic].astype(np.float64)
+            out[p] = sq[ra] + sq[rb] - 2.0 * dots
+        else:
+            for s in range(0, p.size, _PAIR_CHUNK):
+                diff = x[ra[s:s + _PAIR_CHUNK]].astype(np.float64)
+                diff -= x[rb[s:s + _PAIR_CHUNK]]
+                out[p[s:s + _PAIR_CHUNK]] = np.einsum("ij,ij->i", diff, diff)
+    np.maximum(out, 0.0, out=out)
     return out
 
 

@@ -113,18 +113,22 @@ def dbscan(distances: sp.spmatrix, eps: float = 0.6, min_samples: int = 4) -> np
     if min_samples < 1:
         raise ConfigError(f"min_samples must be >= 1; got {min_samples}")
     n = distances.shape[0]
-    coo = sp.coo_matrix(distances)
-    coo.sum_duplicates()  # as sklearn's CSR conversion does
-    near = (coo.data <= eps) & (coo.row != coo.col)
-    rows, cols = coo.row[near].astype(np.int64), coo.col[near].astype(np.int64)
-    counts = np.bincount(rows, minlength=n) + (distances.diagonal() <= eps)
+    csr = sp.csr_matrix(distances)  # no copy for a CSR input
+    if not csr.has_canonical_format:
+        csr = csr.copy()
+        csr.sum_duplicates()  # as sklearn's CSR conversion does
+    row_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(csr.indptr))
+    near = (csr.data <= eps) & (row_of != csr.indices)
+    rows, cols = row_of[near], csr.indices[near].astype(np.int64)  # sorted by row
+    counts = np.bincount(rows, minlength=n) + (csr.diagonal() <= eps)
     core = counts >= min_samples
     labels = np.full(n, -1, dtype=np.int64)
     core_idx = np.flatnonzero(core)
     if core_idx.size == 0:
         return labels
     both = core[rows] & core[cols]
-    graph = sp.csr_matrix((np.ones(int(both.sum()), dtype=np.int8), (rows[both], cols[both])),
+    graph = sp.csr_matrix((np.ones(int(both.sum()), dtype=np.int8), cols[both],
+                           np.concatenate(([0], np.cumsum(np.bincount(rows[both], minlength=n))))),
                           shape=(n, n))
     _, component = connected_components(graph, directed=True, connection="weak")
     comp_of_core = component[core_idx]
@@ -190,7 +194,8 @@ def _complete_groups(graph: JaccardGraph, known: np.ndarray, *groupings: np.ndar
         else:
             a, b = graph.group_pairs(groups)
         parts.append(_pair_keys(a, b, n))
-    keys = np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
+    keys = np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
+    keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if keys.size else keys
     if known.size and keys.size:
         pos = np.minimum(np.searchsorted(known, keys), known.size - 1)
         keys = keys[known[pos] != keys]
