@@ -54,3 +54,17 @@ class ReportingError(MaskCLError):
 
 class GpuBusyError(MaskCLError):
     """Every visible GPU stayed claimed by other jobs for the whole wait."""
+
+
+class MaskError(ImageReadError):
+    """A mask does not belong to its image (another size) or is not the kind of mask expected (mode, values)."""
+
+
+__all__ += ["MaskError"]
+
+
+class TruncatedArchiveError(DownloadError):
+    """A download or archive ends before its own end (a connection closed early, an interrupted copy)."""
+
+
+__all__ += ["TruncatedArchiveError"]

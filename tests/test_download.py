@@ -386,7 +386,7 @@ def test_corrupt_and_foreign_archives(tmp_path):
     cut = tmp_path / "cut.tar.gz"
     cut.write_bytes(arc.read_bytes()[:5_000])
     before = listing(tmp_path)
-    with pytest.raises(DownloadError, match="corrupt or incomplete"):
+    with pytest.raises(DownloadError, match=r"cut\.tar\.gz: the gzip stream ends .*: the file is truncated"):
         safe_extract(cut, tmp_path / "t")
     assert listing(tmp_path) == before  # the half-written temp folder was removed
     (tmp_path / "notes.txt").write_text("not an archive")

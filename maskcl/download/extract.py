@@ -1,15 +1,20 @@
 """Safe archive extraction (zip and tar, optionally gz/bz2/xz).
 
 Archives are extracted only after *every* member has been checked (no absolute paths, no ``..``,
-no link or device pointing outside the target), into a temporary folder beside the target that is
-renamed into place, so a failed or refused extraction leaves nothing behind.
+no link or device pointing outside the target) and the archive has been read to its end
+(``complete.verify_complete``: a truncated archive is named as such, never half extracted), into a
+temporary folder beside the target that is renamed into place, so a failed or refused extraction
+leaves nothing behind. A temporary folder that a killed run left there is removed (and logged) by
+the next extraction of the same target.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import logging
+import lzma
 import os
 import re
 import shutil
@@ -23,8 +28,9 @@ from pathlib import Path
 from typing import Any, List, Mapping, Optional, Tuple, Union
 
 from ..errors import DatasetError, DownloadError, UnsafeArchiveError
+from .complete import CHECKED_FORMATS, verify_complete
 
-__all__ = ["safe_extract", "EXTRACT_MARKER"]
+__all__ = ["safe_extract", "remove_leftovers", "EXTRACT_MARKER"]
 
 logger = logging.getLogger(__name__)
 
@@ -179,16 +185,14 @@ def _extract_zip(zf: zipfile.ZipFile, members: List[_Member], dest: Path) -> Non
                 shutil.copyfileobj(src, dst, 1 << 20)
 
 
-def _archive_kind(archive: Path) -> str:
-    if zipfile.is_zipfile(archive):
-        return "zip"
-    try:
-        if tarfile.is_tarfile(archive):
-            return "tar"
-    except (OSError, tarfile.TarError):
-        pass
-    raise DownloadError(f"{archive}: not a zip or tar archive (.zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz); "
-                        f"point the source at the dataset archive or at an extracted folder")
+def _archive_kind(archive: Path, fix: str) -> str:
+    """``"zip"`` or ``"tar"`` once the archive has been read to its end; truncated or damaged raises."""
+    kind = verify_complete(archive, fix)
+    if kind == "zip" or (kind or "").startswith("tar"):
+        return "zip" if kind == "zip" else "tar"
+    inner = f" (a {kind} file that does not hold a tar archive)" if kind else ""
+    raise DownloadError(f"{archive}: not a zip or tar archive{inner} ({CHECKED_FORMATS}); point the source at the "
+                        f"dataset archive or at an extracted folder")
 
 
 def _rmtree(path: Path) -> None:
@@ -202,8 +206,52 @@ def _rmtree(path: Path) -> None:
     shutil.rmtree(path, onerror=onerror)
 
 
+def _tree_size(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_leftovers(target: PathLike) -> List[Path]:
+    """Remove the temporary folders that interrupted extractions into ``target`` left beside it.
+
+    They are hidden (``.<target>.extract-<pid>-*`` and ``.<target>.old-<pid>-*``) and can hold most
+    of a dataset; one whose process still runs is left alone. Each removal is logged with its size.
+    """
+    target = Path(target)
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for p in sorted(target.parent.glob(f".{target.name}.*-*")):
+        kind, _, rest = p.name[len(target.name) + 2:].partition("-")
+        if kind not in ("extract", "old") or not p.is_dir() or p.is_symlink():
+            continue
+        pid = rest.split("-")[0]
+        if pid.isdigit() and _pid_alive(int(pid)):
+            continue
+        size = _tree_size(p)
+        _rmtree(p)
+        what = "an interrupted extraction" if kind == "extract" else "an interrupted replacement of the old copy"
+        logger.info("removed leftover temporary folder %s from %s (%.1f MB)", p, what, size / 1e6)
+        removed.append(p)
+    return removed
+
+
 def safe_extract(archive: PathLike, target: PathLike, *, replace: bool = False,
-                 marker: Optional[Mapping[str, Any]] = None) -> Path:
+                 marker: Optional[Mapping[str, Any]] = None, fix: str = "delete it and download it again") -> Path:
     """Extract a zip or tar (optionally gz/bz2/xz) archive into ``target``, refusing unsafe entries.
 
     Every entry is checked before anything is written: absolute names, ``..`` components, symlinks
@@ -223,6 +271,8 @@ def safe_extract(archive: PathLike, target: PathLike, *, replace: bool = False,
         ``EXTRACT_MARKER``); a folder without the marker is never touched.
     marker : mapping, optional
         Extra JSON-serialisable fields stored in ``target/EXTRACT_MARKER``.
+    fix : str
+        What to do about a truncated or damaged archive (named in the error).
 
     Returns
     -------
@@ -233,6 +283,8 @@ def safe_extract(archive: PathLike, target: PathLike, *, replace: bool = False,
     ------
     UnsafeArchiveError
         An entry would land outside the target (nothing is written).
+    TruncatedArchiveError
+        The archive stops before its end (nothing is written).
     DownloadError
         Not an archive, an empty archive, or a corrupt one.
     DatasetError
@@ -247,23 +299,22 @@ def safe_extract(archive: PathLike, target: PathLike, *, replace: bool = False,
                    else "replace=False")
             raise DatasetError(f"{target} already exists and {why}; remove it, or point the source at it "
                                f"instead of at {archive}")
-    kind = _archive_kind(archive)
+    remove_leftovers(target)
+    kind = _archive_kind(archive, fix)
     try:
         opened: Any = zipfile.ZipFile(archive) if kind == "zip" else tarfile.open(archive, "r:*")
-    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as e:
-        raise DownloadError(f"{archive}: cannot open the archive ({e}); it is corrupt or incomplete: delete it "
-                            f"and download it again") from None
+    except (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, lzma.LZMAError, EOFError) as e:
+        raise DownloadError(f"{archive}: cannot open the archive ({e}); it is corrupt or incomplete: {fix}") from None
     with opened as arc:
         try:
             members = _zip_members(archive, arc) if kind == "zip" else _tar_members(archive, arc)
-        except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as e:
-            raise DownloadError(f"{archive}: cannot read the archive ({e}); it is corrupt or incomplete: delete "
-                                f"it and download it again") from None
+        except (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, lzma.LZMAError, EOFError) as e:
+            raise DownloadError(f"{archive}: cannot read the archive ({e}); it is corrupt or incomplete: {fix}") from None
         if not any(m.parts for m in members):
             raise DownloadError(f"{archive}: the archive is empty")
         _check_members(archive, members)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.extract-", dir=target.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.extract-{os.getpid()}-", dir=target.parent))
         try:
             if kind == "zip":
                 _extract_zip(arc, members, tmp)
@@ -273,7 +324,7 @@ def safe_extract(archive: PathLike, target: PathLike, *, replace: bool = False,
             (tmp / EXTRACT_MARKER).write_text(json.dumps(info, indent=2) + "\n")
             os.chmod(tmp, 0o755)
             if target.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
                 os.replace(target, old / target.name)
                 os.replace(tmp, target)
                 _rmtree(old)
@@ -282,10 +333,11 @@ def safe_extract(archive: PathLike, target: PathLike, *, replace: bool = False,
         except tarfile.FilterError as e:
             _rmtree(tmp)
             raise UnsafeArchiveError(f"{archive}: refused by the tar data filter: {e}; refusing to extract") from None
-        except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as e:
+        except (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, lzma.LZMAError, EOFError,
+                zlib.error) as e:
             _rmtree(tmp)
             raise DownloadError(f"{archive}: extraction failed ({e}); the archive is corrupt or incomplete: "
-                                f"delete it and download it again") from None
+                                f"{fix}") from None
         except BaseException:
             if tmp.exists():
                 _rmtree(tmp)

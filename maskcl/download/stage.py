@@ -20,7 +20,8 @@ import pandas as pd
 
 from ..errors import ConfigError, DatasetError
 from ..io import write_csv_atomic, write_json_atomic
-from .extract import EXTRACT_MARKER, safe_extract
+from ..repair import dataset_repair_hint
+from .extract import EXTRACT_MARKER, remove_leftovers, safe_extract
 from .http import _checksum_error, _read_meta, fetch_url, sha256_file
 
 __all__ = ["check_images", "prepare_dataset", "PreparedDataset"]
@@ -48,8 +49,7 @@ def check_images(paths: List[str], progress: bool = True) -> None:
             with Image.open(p) as im:
                 im.load()
         except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
-            raise DatasetError(f"unreadable image {p}: {type(e).__name__}: {e}; replace the file (re-extract "
-                               f"the archive) or remove it") from None
+            raise DatasetError(f"unreadable image {p}: {type(e).__name__}: {e}; {dataset_repair_hint(p)}") from None
 
 
 # ---------------------------------------------------------------------------------------------- stage
@@ -76,8 +76,28 @@ def _cache_name(url: str) -> str:
     return f"{hashlib.sha256(url.encode()).hexdigest()[:10]}-{base}"
 
 
-def _extract_cached(name: str, archive: Path, sha256: Optional[str], target: Path) -> Tuple[Path, str]:
+def _remove_other_partials(folder: Path, keep: str) -> None:
+    """Remove partial downloads in a dataset's cache folder that belong to another URL than ``keep``.
+
+    The cache folder holds one dataset; a partial file of a URL no longer configured would never be
+    resumed (the cache name carries the URL's hash), so it is removed, and the log says so.
+    """
+    if not folder.is_dir():
+        return
+    for p in sorted(folder.iterdir()):
+        if p.name in (keep + ".part", keep + ".part.json") or not p.name.endswith((".part", ".part.json")):
+            continue
+        if p.is_file() and not p.is_symlink():
+            size = p.stat().st_size
+            p.unlink()
+            if p.name.endswith(".part"):
+                logger.info("removed leftover partial download %s of another source URL (%.1f MB)", p, size / 1e6)
+
+
+def _extract_cached(name: str, archive: Path, sha256: Optional[str], target: Path,
+                    fix: str) -> Tuple[Path, str]:
     """Extract ``archive`` to ``target`` unless ``target`` already holds exactly this archive."""
+    remove_leftovers(target)
     st = archive.stat()
     identity = {"archive": str(archive.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     marker = target / EXTRACT_MARKER
@@ -91,7 +111,7 @@ def _extract_cached(name: str, archive: Path, sha256: Optional[str], target: Pat
     if sha256 is not None and digest != sha256.lower():
         raise _checksum_error(archive, sha256, digest,
                               f"fix data.sources.{name}.sha256 in config.yaml or replace the archive")
-    safe_extract(archive, target, replace=True, marker={**identity, "sha256": digest})
+    safe_extract(archive, target, replace=True, marker={**identity, "sha256": digest}, fix=fix)
     return target, digest
 
 
@@ -164,8 +184,11 @@ def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], dat
             if urllib.parse.urlsplit(source).scheme.lower() not in ("http", "https"):
                 raise ConfigError(f"data.sources.{name}.source: {source!r} is not an http(s) URL; use http(s), a "
                                   f"local archive or a folder")
-            archive = fetch_url(source, cache / name / _cache_name(source), sha256, progress=progress)
-            location, digest = _extract_cached(name, archive, sha256, data_root / name)
+            cached = cache / name / _cache_name(source)
+            _remove_other_partials(cached.parent, cached.name)
+            archive = fetch_url(source, cached, sha256, progress=progress, pin_key=f"data.sources.{name}.sha256")
+            location, digest = _extract_cached(name, archive, sha256, data_root / name,
+                                               f"delete {archive} and rerun to download it again")
             kind = "url"
         else:
             local = Path(os.path.expanduser(source))
@@ -176,7 +199,9 @@ def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], dat
                 location, kind = local, "directory"
             elif local.is_file():
                 archive = local
-                location, digest = _extract_cached(name, local, sha256, data_root / name)
+                location, digest = _extract_cached(name, local, sha256, data_root / name,
+                                                   f"replace {local} with a complete copy (download it again) and "
+                                                   f"rerun")
                 kind = "archive"
             else:
                 raise DatasetError(f"{name}: source {local} does not exist; fix data.sources.{name}.source in "

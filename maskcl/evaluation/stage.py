@@ -10,9 +10,12 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 import pandas as pd
 import torch
 
+from ..errors import EvaluationError
+from ..io import write_json_atomic
+from ..upstream import read_csv_file
 from .features import extract_features
 from .output import provenance as make_provenance
-from .output import write_metrics_json, write_ranks
+from .output import metrics_document, write_ranks
 from .protocols import ProtocolResult, headline_protocol, required_rows, run_protocols
 from .settings import EvalSettings
 
@@ -61,8 +64,10 @@ def evaluate_run(dataset: str, manifest: pd.DataFrame, features: Any, out_metric
                             chunk_size=chunk_size, device=device)
     prov = dict(provenance) if provenance is not None else make_provenance(device=device)
     prov["evaluation_time_s"] = round(time.perf_counter() - t0, 3)
+    # the document first: a refusal leaves neither file written
+    doc = metrics_document(results, prov, settings=s.metrics_settings(), max_rank=max_rank)
     write_ranks(out_ranks, results)
-    write_metrics_json(out_metrics, results, prov, settings=s.metrics_settings(), max_rank=max_rank)
+    write_json_atomic(out_metrics, doc)
     head = results.get(headline_protocol(dataset))
     if head is not None:
         log.info("%s %s: mAP %.4f rank-1 %.4f", dataset, head.name, head["mAP"] or float("nan"),
@@ -115,11 +120,12 @@ def evaluate_checkpoint(dataset: str, manifest_path: os.PathLike | str, model_pa
         record, section = settings, settings.to_dict()
     else:
         record, section = EvalSettings.from_dict(settings), dict(settings)
+    manifest = read_csv_file(manifest_path, what="manifest", rule="download", columns=("path", "split"),
+                             error=EvaluationError)   # checked before a device is claimed or a model read
     if threads:
         torch.set_num_threads(int(threads))
     dev = select_device(device if device is not None else record.device, key="evaluate.device")
     model, transform, meta = load_model(model_path, dev)
-    manifest = pd.read_csv(manifest_path)
     config = {"run": dict(run or {}), "train": meta.get("settings"), "evaluate": section, "model": str(model_path)}
     return evaluate_model(dataset, manifest, model, transform, out_metrics, out_ranks, settings=record, device=dev,
                           config=config)

@@ -6,11 +6,14 @@ the mask-quality report.
 * ``sources``: ``MASK_SOURCES`` (``schp``, ``groundtruth``, ``mediapipe``) and how to add one.
 * ``parse``: ``parse_dataset`` writes ``labels/``, ``silhouette/`` and ``parts/`` PNGs per image,
   resumes after a kill, and writes ``index.csv``.
+* ``index``: ``read_mask_index`` and the check that a mask belongs to its image (size, mode,
+  values), made by every reader of the masks.
 * ``quality``: silhouette IoU and LIP mIoU of every source against ground-truth parsing.
 """
 
 from .affine import invert_affine, letterbox_affine, warp_affine
 from .checkpoint import SCHP_VARIANTS, SCHPVariant, check_state_dict, load_schp, manifest_shapes, read_state_dict
+from .index import MASK_MODES, check_index_masks, check_mask_file, load_mask, read_mask_index
 from .labels import ATR, BINARY, LABEL_SETS, LIP, PASCAL, LabelSet, voc_palette
 from .mediapipe_source import MediaPipeSource, mediapipe_available
 from .outputs import MASK_KINDS, MaskPaths, check_masks, mask_paths, write_masks
@@ -25,6 +28,7 @@ __all__ = [
     "MASK_SOURCES", "MaskSource", "MaskItem", "build_mask_source", "GroundTruthSource", "SCHPSource",
     "MediaPipeSource", "mediapipe_available", "ImageReadError", "read_image",
     "parse_dataset", "ParseResult", "INDEX_COLUMNS", "read_manifest",
+    "MASK_MODES", "read_mask_index", "check_index_masks", "check_mask_file", "load_mask",
     "MASK_KINDS", "MaskPaths", "mask_paths", "write_masks", "check_masks",
     "mask_quality", "quality_markdown", "write_quality_report",
     "AugmentCE2P", "ABN", "build_schp", "SCHPParser", "SCHP_VARIANTS", "SCHPVariant", "load_schp",

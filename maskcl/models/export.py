@@ -15,6 +15,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..io import atomic_path
+from ..repair import model_repair_hint
 from .backbone import ReIDBackbone
 from .transforms import test_transform
 
@@ -45,11 +46,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Tuple[Re
     """Return (RGB backbone in eval mode on ``device``, its test transform, the file's metadata)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: model file not found; run the train stage first")
+        raise CheckpointError(f"{path}: model file not found; {model_repair_hint(path)}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path}: not a readable model file ({type(e).__name__}: {e})") from None
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{path}: not a readable model file, truncated or damaged ({type(e).__name__}: "
+                              f"{reason}); {model_repair_hint(path)}") from None
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
         raise CheckpointError(f"{path}: not a {MODEL_FORMAT} file (format {obj.get('format') if isinstance(obj, dict) else type(obj).__name__})")
     model = ReIDBackbone(obj["arch"], pretrained="none", last_stride=int(obj["last_stride"]),

@@ -7,7 +7,9 @@ also the memory index, so a batch carries the indices its features update). A ke
 batch) — not on the number of DataLoader workers, the process layout or an interruption and resume.
 
 Two readers keep each stage's one-line error: :func:`load_rgb` for training images (a dataset
-problem), :func:`load_rgb_eval` for evaluation (names the file and how to fix it).
+problem), :func:`load_rgb_eval` for evaluation; both name the file and the command that repairs the
+dataset it belongs to (``maskcl.repair.dataset_repair_hint``). Raised in a DataLoader worker, the
+error reaches the job re-raised by torch, and ``maskcl.workflow.run_job`` prints its message again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import DatasetError, EvaluationError
+from ..repair import dataset_repair_hint
 
 __all__ = ["ImageSet", "Key", "load_rgb", "load_rgb_eval", "seeded", "split_key"]
 
@@ -29,12 +32,12 @@ Key = Union[int, Tuple[int, int]]
 
 
 def load_rgb(path: str) -> Image.Image:
-    """A training image as RGB; unreadable → :class:`DatasetError` (rerun download/parse)."""
+    """A training image as RGB; unreadable → :class:`DatasetError` naming how to repair the dataset."""
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
     except (OSError, ValueError) as e:
-        raise DatasetError(f"cannot read image {path}: {e}; re-run the download/parse stage") from None
+        raise DatasetError(f"cannot read image {path}: {e}; {dataset_repair_hint(path)}") from None
 
 
 def load_rgb_eval(path: str) -> Image.Image:
@@ -43,10 +46,9 @@ def load_rgb_eval(path: str) -> Image.Image:
         with Image.open(path) as im:
             return im.convert("RGB")
     except FileNotFoundError:
-        raise EvaluationError(f"{path}: image not found; rebuild the manifest (download stage) "
-                              f"or restore the file") from None
-    except OSError as e:
-        raise EvaluationError(f"{path}: cannot read image ({e}); replace or remove the file") from None
+        raise EvaluationError(f"{path}: image not found; {dataset_repair_hint(path)}") from None
+    except (OSError, ValueError) as e:
+        raise EvaluationError(f"{path}: cannot read image ({e}); {dataset_repair_hint(path)}") from None
 
 
 def seeded(transform: Callable, img: Image.Image, seed: int) -> torch.Tensor:

@@ -17,15 +17,14 @@ import pandas as pd
 from ..evaluation.protocols import PROTOCOLS
 from ..errors import ReportingError
 from .labels import group_of, protocol_short, run_label, supervision
-from .runs import COMPONENTS, Run
+from .runs import COMPONENTS, METRIC_KEYS, Run
 
 __all__ = ["METRIC_KEYS", "METRIC_HEADERS", "per_seed_frame", "aggregate_seeds", "protocol_order",
            "dataset_order", "cmc_frame"]
 
 log = logging.getLogger(__name__)
 
-#: Summary keys of a protocol in metrics.json, in table order, and their column headers.
-METRIC_KEYS = ("mAP", "mINP", "rank1", "rank5", "rank10", "rank20")
+#: Column headers of the summary keys of a protocol (``METRIC_KEYS``, in table order).
 METRIC_HEADERS = {"mAP": "mAP", "mINP": "mINP", "rank1": "R1", "rank5": "R5", "rank10": "R10", "rank20": "R20"}
 _COUNTS = ("num_queries", "num_valid_queries", "num_skipped_queries", "num_gallery", "num_trials")
 _METHOD_ORDER = {"maskcl": 0, "clustercontrast": 1, "supervised": 2}

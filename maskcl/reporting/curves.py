@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from ..errors import ReportingError
+from ..upstream import check_numeric_column, read_csv_file, rerun_hint
 from .plotting import new_figure, save_figure
 
 __all__ = ["LOSS_COLUMNS", "CLUSTER_COLUMNS", "QUALITY_COLUMNS", "PANELS", "read_train_log", "curves_frame",
@@ -36,17 +37,48 @@ PANELS: Dict[str, Tuple[Tuple[str, ...], str]] = {
 
 
 def read_train_log(path: os.PathLike | str) -> pd.DataFrame:
-    """A training log with a numeric ``epoch`` column (raises ``ReportingError`` naming the file)."""
-    try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError:
-        raise ReportingError(f"{path}: training log not found; run the train rule for this run") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ReportingError(f"{path}: not a readable CSV ({str(e).splitlines()[0]}); rerun the train rule") from None
-    if "epoch" not in frame.columns or frame.empty:
-        raise ReportingError(f"{path}: no epoch rows; rerun the train rule (the log is written by "
-                             f"maskcl.training.engine)")
+    """A run's ``train_log.csv``, checked (raises ``ReportingError`` naming the file and the fix).
+
+    Checked: a whole CSV (``maskcl.upstream.read_csv_file``: not cut mid-line, no ragged row) with
+    an ``epoch`` column of 1, 2, ... in order; every other cell empty (a value that epoch did not
+    log) or a number (``nan`` included: a value the trainer computed as undefined); the counts of
+    ``CLUSTER_COLUMNS`` non-negative integers and the NMI (in [0, 1]) and ARI (in [-1, 1]) of
+    ``QUALITY_COLUMNS`` in range.
+    """
+    frame = read_csv_file(path, what="training log", rule="train", columns=("epoch",), error=ReportingError)
+    if frame.empty:
+        raise ReportingError(f"{path}: no epoch rows; {rerun_hint(path, 'train')}")
+    kw = dict(what="training log", rule="train", error=ReportingError)
+    check_numeric_column(frame, "epoch", path, lo=1, integer=True, missing=False, **kw)
+    epochs = frame["epoch"].to_numpy(np.int64)
+    if not np.array_equal(epochs, np.arange(1, len(epochs) + 1)):
+        i = int(np.flatnonzero(epochs != np.arange(1, len(epochs) + 1))[0])
+        raise ReportingError(f"{path}: training log line {i + 2} is epoch {int(epochs[i])}, expected {i + 1} (epochs "
+                             f"run 1, 2, ... in order; garbled); {rerun_hint(path, 'train')}")
+    for col in frame.columns:
+        if col == "epoch":
+            continue
+        if col in CLUSTER_COLUMNS:
+            check_numeric_column(frame, col, path, lo=0, integer=True, **kw)
+        elif col.startswith("nmi_"):
+            check_numeric_column(frame, col, path, lo=0.0, hi=1.0 + 1e-9, **kw)
+        elif col.startswith("ari_"):
+            check_numeric_column(frame, col, path, lo=-1.0, hi=1.0 + 1e-9, **kw)
+        else:
+            _check_logged_numbers(frame, col, path)
     return frame
+
+
+def _check_logged_numbers(frame: pd.DataFrame, col: str, path: os.PathLike | str) -> None:
+    """Cells of ``col`` are empty or numbers; ``nan`` and ``inf`` are what the trainer logged (a diverged loss)."""
+    raw = frame[col]
+    values = pd.to_numeric(raw, errors="coerce")
+    text = raw.astype(str).str.strip().str.lower()
+    bad = values.isna() & raw.notna() & ~text.isin(["nan", "inf", "-inf"])
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ReportingError(f"{path}: training log column {col!r} has {raw.iloc[i]!r} on line {i + 2}, not a number "
+                             f"(truncated or garbled); {rerun_hint(path, 'train')}")
 
 
 def curves_frame(logs: Sequence[Tuple[int, pd.DataFrame]]) -> pd.DataFrame:

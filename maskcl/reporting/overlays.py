@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,8 @@ from PIL import Image
 
 from ..io import atomic_path, write_csv_atomic
 from ..errors import ReportingError
+from ..masks.index import check_mask_file, mask_fix, recorded_sizes
+from ..masks.index import read_mask_index as _read_index
 from .plotting import load_tile, new_figure, save_figure, sidecar_path
 
 __all__ = ["overlay_frame", "plot_overlays", "copy_contact_sheet", "read_mask_index"]
@@ -29,28 +31,33 @@ _INDEX_COLUMNS = ("relpath", "split", "silhouette", "parts")
 
 
 def read_mask_index(path: os.PathLike | str) -> pd.DataFrame:
-    """A parse-stage ``index.csv`` with the columns the figures need (``maskcl.masks.INDEX_COLUMNS``)."""
-    try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError:
-        raise ReportingError(f"{path}: mask index not found; run the parse rule") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise ReportingError(f"{path}: not a readable CSV ({str(e).splitlines()[0]}); rerun the parse rule") from None
-    missing = [c for c in _INDEX_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ReportingError(f"{path}: mask index lacks column(s) {', '.join(missing)}; rerun the parse rule")
-    return frame
+    """A parse-stage ``index.csv`` with the columns the figures need, checked
+    (``maskcl.masks.index.read_mask_index``; raises ``ReportingError`` naming the file and the fix)."""
+    return _read_index(path, _INDEX_COLUMNS, error=ReportingError)
 
 
-def overlay_frame(index: pd.DataFrame, manifest: pd.DataFrame, per_split: int, seed: int) -> pd.DataFrame:
+def overlay_frame(index: pd.DataFrame, manifest: pd.DataFrame, per_split: int, seed: int,
+                  index_path: Optional[os.PathLike | str] = None) -> pd.DataFrame:
     """Which images an overlay figure shows: ``per_split`` per split, drawn reproducibly from ``seed``.
+
+    Each drawn image's silhouette and part map are checked against it (mode, and size against the
+    size the index records, else the image's): a mask of another size would be stretched onto it.
 
     Returns
     -------
     pandas.DataFrame
         split, relpath, path (image), silhouette, parts, fg_fraction (when indexed), pid.
+
+    Raises
+    ------
+    ReportingError
+        An index row that is not in the manifest.
+    MaskError
+        A drawn mask that does not belong to its image (names both files, both sizes and the parse rule).
     """
     paths = manifest.set_index("relpath")
+    sizes = recorded_sizes(index)
+    fix = mask_fix(index_path)
     rng = np.random.default_rng(seed)
     rows = []
     for split in sorted(index["split"].astype(str).unique()):
@@ -61,8 +68,10 @@ def overlay_frame(index: pd.DataFrame, manifest: pd.DataFrame, per_split: int, s
             rel = str(r["relpath"])
             if rel not in paths.index:
                 raise ReportingError(f"mask index row {rel!r} is not in the manifest; rerun the parse rule after "
-                                     f"the download stage")
+                                     f"the download stage" + (f": {fix.split(': ', 1)[1]}" if index_path else ""))
             m = paths.loc[rel]
+            for kind in ("silhouette", "parts"):
+                check_mask_file(str(r[kind]), kind, str(m["path"]), sizes[rel] if sizes is not None else None, fix)
             rows.append({"split": split, "relpath": rel, "path": str(m["path"]), "silhouette": str(r["silhouette"]),
                          "parts": str(r["parts"]), "fg_fraction": float(r["fg_fraction"]) if "fg_fraction" in r
                          else float("nan"), "pid": int(m["pid"])})

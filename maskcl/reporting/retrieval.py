@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import textwrap
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -18,18 +20,27 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ReportingError
+from ..upstream import rerun_hint
 from .plotting import COLOURS, load_tile, new_figure, save_figure
 
-__all__ = ["FLAG_NAMES", "read_ranks", "select_queries", "retrieval_frame", "plot_retrieval"]
+__all__ = ["FLAG_NAMES", "RANK_ARRAYS", "read_ranks", "select_queries", "retrieval_frame", "plot_retrieval"]
 
 log = logging.getLogger(__name__)
 
 #: ``topk_flags`` codes of ranks.npz → names (``maskcl.evaluation.output.write_ranks``).
 FLAG_NAMES = {1: "good", 2: "junk", 0: "wrong"}
+#: The arrays saved per protocol.
+RANK_ARRAYS = ("query_rows", "topk_rows", "topk_flags", "first_match", "ap")
 
 
-def read_ranks(path: os.PathLike | str, protocol: Optional[str] = None) -> Tuple[str, Dict[str, np.ndarray]]:
-    """One protocol's arrays from ``ranks.npz`` (default: the headline protocol saved first).
+def read_ranks(path: os.PathLike | str, protocol: Optional[str] = None,
+               manifest_rows: Optional[int] = None) -> Tuple[str, Dict[str, np.ndarray]]:
+    """One protocol's arrays from ``ranks.npz`` (default: the headline protocol saved first), checked.
+
+    Checked against what ``maskcl.evaluation.output.write_ranks`` writes: a whole archive; the five
+    arrays of the protocol with aligned shapes ((Q,), (Q, k), (Q, k), (Q,), (Q,)); flags 0, 1 or 2;
+    rows -1 or more (below ``manifest_rows`` when given); AP in [0, 1] and NaN exactly where
+    ``first_match`` is -1 (a skipped query).
 
     Returns
     -------
@@ -39,22 +50,76 @@ def read_ranks(path: os.PathLike | str, protocol: Optional[str] = None) -> Tuple
     Raises
     ------
     ReportingError
-        Unreadable file or a protocol not saved in it.
+        Unreadable, truncated or inconsistent file, or a protocol not saved in it; the message names
+        the file and the command that re-evaluates the run.
     """
+    fix = rerun_hint(path, "evaluate")
     try:
         with np.load(path, allow_pickle=False) as z:
-            saved = [str(x) for x in z["protocols"]]
+            if "protocols" not in z.files:
+                raise ReportingError(f"{path}: no 'protocols' array (not a ranks.npz written by maskcl.evaluation); "
+                                     f"{fix}")
+            saved = [str(x) for x in np.atleast_1d(z["protocols"])]
+            if not saved:
+                raise ReportingError(f"{path}: no protocol saved; {fix}")
             name = protocol if protocol is not None else saved[0]
             if name not in saved:
-                raise ReportingError(f"{path}: protocol {name!r} not saved (saved: {', '.join(saved)}); rerun the "
-                                     f"evaluate rule")
-            arrays = {k: z[f"{name}.{k}"] for k in ("query_rows", "topk_rows", "topk_flags", "first_match", "ap")}
+                raise ReportingError(f"{path}: protocol {name!r} not saved (saved: {', '.join(saved)}); {fix}")
+            missing = [k for k in RANK_ARRAYS if f"{name}.{k}" not in z.files]
+            if missing:
+                raise ReportingError(f"{path}: protocol {name!r} lacks array(s) {', '.join(missing)}; {fix}")
+            arrays = {k: z[f"{name}.{k}"] for k in RANK_ARRAYS}
     except FileNotFoundError:
         raise ReportingError(f"{path}: ranks file not found; run the evaluate rule for this run") from None
-    except (OSError, KeyError, ValueError) as e:
-        raise ReportingError(f"{path}: not a ranks.npz written by maskcl.evaluation ({e}); rerun the evaluate "
-                             f"rule") from None
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ReportingError(f"{path}: not a whole ranks.npz written by maskcl.evaluation ({reason}: truncated or "
+                             f"garbled); {fix}") from None
+    _check_ranks(path, name, arrays, manifest_rows, fix)
     return name, arrays
+
+
+def _check_ranks(path: os.PathLike | str, name: str, a: Mapping[str, np.ndarray], manifest_rows: Optional[int],
+                 fix: str) -> None:
+    def bad(what: str) -> ReportingError:
+        return ReportingError(f"{path}: {name}.{what}; {fix}")
+
+    q = a["query_rows"]
+    if q.ndim != 1:
+        raise bad(f"query_rows has shape {q.shape}, not (Q,)")
+    n = q.shape[0]
+    for k, ndim in (("topk_rows", 2), ("topk_flags", 2), ("first_match", 1), ("ap", 1)):
+        if a[k].ndim != ndim or a[k].shape[0] != n:
+            want = "(Q, k)" if ndim == 2 else "(Q,)"
+            raise bad(f"{k} has shape {a[k].shape}, not {want} with Q = {n} queries")
+    if a["topk_flags"].shape != a["topk_rows"].shape:
+        raise bad(f"topk_flags has shape {a['topk_flags'].shape} but topk_rows {a['topk_rows'].shape}")
+    for k in ("query_rows", "topk_rows", "topk_flags", "first_match"):
+        if a[k].size and not np.issubdtype(a[k].dtype, np.integer):
+            raise bad(f"{k} holds {a[k].dtype}, not integers")
+    if not np.issubdtype(a["ap"].dtype, np.floating):
+        raise bad(f"ap holds {a['ap'].dtype}, not floats")
+    if q.size and q.min() < 0:
+        raise bad(f"query_rows has row {int(q.min())} (below 0)")
+    for k in ("topk_rows", "first_match"):
+        if a[k].size and a[k].min() < -1:
+            raise bad(f"{k} has value {int(a[k].min())} (below -1)")
+    flags = np.unique(a["topk_flags"])
+    odd = flags[~np.isin(flags, list(FLAG_NAMES))]
+    if odd.size:
+        raise bad(f"topk_flags has code {int(odd[0])} (known: {', '.join(map(str, sorted(FLAG_NAMES)))})")
+    if manifest_rows is not None:
+        top = max([int(x.max()) for x in (q, a["topk_rows"]) if x.size] or [-1])
+        if top >= manifest_rows:
+            raise ReportingError(f"{path}: {name} refers to manifest row {top} but the manifest has {manifest_rows} "
+                                 f"rows (evaluated on another manifest); {fix}")
+    ap = a["ap"]
+    finite = ap[~np.isnan(ap)]
+    if np.isinf(finite).any() or (finite.size and (finite.min() < 0 or finite.max() > 1)):
+        v = finite[np.isinf(finite) | (finite < 0) | (finite > 1)][0]
+        raise bad(f"ap has {float(v)!r}, outside [0, 1]")
+    if not np.array_equal(np.isnan(ap), a["first_match"] < 0):
+        raise bad("ap is NaN for other queries than those first_match marks skipped (-1)")
 
 
 def select_queries(first_match: np.ndarray, num: int, seed: int) -> np.ndarray:

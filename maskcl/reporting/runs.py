@@ -8,25 +8,42 @@ recorded ``provenance.config.run`` and ``provenance.config.train`` (the trained 
 settings), then from the config's experiments (passed in, never read here) for files that do not
 record them; so do the mask source and mode. Recorded and configured values that disagree mean a
 stale run, and are reported as an error rather than picked between.
+
+Every number a table shows is checked on load (:func:`check_metrics`): each protocol has every
+metric of ``METRIC_KEYS``, as a fraction in [0, 1] (``maskcl.evaluation.output`` writes fractions;
+only the renderers make percentages), null only where no query had a valid match; CMC values are
+fractions that never decrease and agree with the rank-k values; counts are non-negative integers.
+A file that fails is reported with its path, the value and the command that re-evaluates the run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import ReportingError
+from ..upstream import rerun_hint
 
-__all__ = ["RunKey", "Run", "METRICS_FORMATS", "load_runs", "component_flags", "COMPONENTS"]
+__all__ = ["RunKey", "Run", "METRICS_FORMATS", "METRIC_KEYS", "load_runs", "check_metrics", "component_flags",
+           "COMPONENTS"]
 
 log = logging.getLogger(__name__)
 
 #: metrics.json layouts this package understands (``maskcl.evaluation.output.METRICS_FORMAT``).
 METRICS_FORMATS: Tuple[str, ...] = ("maskcl-metrics/1",)
+
+#: Summary keys of a protocol in metrics.json, in table order: fractions in [0, 1].
+METRIC_KEYS: Tuple[str, ...] = ("mAP", "mINP", "rank1", "rank5", "rank10", "rank20")
+#: Counts of a protocol summary (non-negative integers where present).
+COUNT_KEYS: Tuple[str, ...] = ("num_queries", "num_valid_queries", "num_skipped_queries", "num_gallery",
+                               "num_gallery_pool", "num_trials", "num_query_ids", "num_gallery_ids")
+#: Slack of the consistency checks (rank-k against the CMC, CMC monotone): float noise of a mean.
+_TOL = 1e-6
 
 #: MaskCL component switches (``TrainSettings`` keys) compared in the component ablation, with labels.
 COMPONENTS: Dict[str, str] = {"crossview_loss": "Cross-view", "neighbour_loss": "Neighbour", "refine": "Refinement"}
@@ -92,18 +109,93 @@ def component_flags(settings: Mapping[str, Any]) -> Dict[str, bool]:
 
 
 def _read_metrics(path: Path) -> Dict[str, Any]:
+    fix = rerun_hint(path, "evaluate")
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
     except FileNotFoundError:
         raise ReportingError(f"{path}: metrics file not found; run the evaluate rule for this run") from None
     except json.JSONDecodeError as e:
-        raise ReportingError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}); rerun the evaluate rule") from None
+        raise ReportingError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}: truncated or garbled); "
+                             f"{fix}") from None
+    except UnicodeDecodeError as e:
+        raise ReportingError(f"{path}: not text (undecodable byte at offset {e.start}: garbled); {fix}") from None
+    except OSError as e:
+        raise ReportingError(f"{path}: cannot read the metrics file ({e.strerror or e}); {fix}") from None
     if not isinstance(doc, dict) or doc.get("format") not in METRICS_FORMATS:
         fmt = doc.get("format") if isinstance(doc, dict) else None
         raise ReportingError(f"{path}: metrics format {fmt!r} is not one of {', '.join(METRICS_FORMATS)}; "
-                             f"rerun the evaluate rule with this version of maskcl")
+                             f"rerun the evaluate rule with this version of maskcl: {fix.split(': ', 1)[1]}")
     return doc
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_metrics(path: PathLike, doc: Mapping[str, Any]) -> None:
+    """Check every protocol summary of a metrics document (see the module docstring).
+
+    Raises
+    ------
+    ReportingError
+        ``<path>: metric <protocol>.<key> = <value> is outside [0, 1]; rerun the evaluate rule: ...``
+        and the like for a missing, null, non-numeric or inconsistent value.
+    """
+    fix = rerun_hint(path, "evaluate")
+
+    def bad(what: str) -> ReportingError:
+        return ReportingError(f"{path}: {what}; {fix}")
+
+    for name, summ in (doc.get("protocols") or {}).items():
+        if not isinstance(summ, dict):
+            raise bad(f"protocol {name!r} is not a summary object")
+        for k in COUNT_KEYS:
+            v = summ.get(k)
+            if k in summ and v is not None and not (_is_number(v) and math.isfinite(v) and v >= 0 and v == int(v)):
+                raise bad(f"count {name}.{k} = {v!r} is not a non-negative integer")
+        valid = summ.get("num_valid_queries")
+        undefined_ok = valid == 0
+
+        def fraction(label: str, v: Any) -> None:
+            if v is None:
+                if not undefined_ok:
+                    why = f"num_valid_queries is {valid}" if valid is not None else "num_valid_queries is missing"
+                    raise bad(f"metric {label} is null (undefined) but {why}")
+                return
+            if not _is_number(v):
+                raise bad(f"metric {label} = {v!r} is not a number")
+            if not math.isfinite(v):
+                raise bad(f"metric {label} = {v!r} is not finite")
+            if not 0.0 <= v <= 1.0:
+                raise bad(f"metric {label} = {v!r} is outside [0, 1]")
+
+        for k in METRIC_KEYS:
+            if k not in summ:
+                raise bad(f"metric {name}.{k} is missing")
+            fraction(f"{name}.{k}", summ[k])
+            std = summ.get(f"{k}_std")
+            if std is not None and not (_is_number(std) and math.isfinite(std) and std >= 0):
+                raise bad(f"metric {name}.{k}_std = {std!r} is not a finite non-negative number")
+        cmc = summ.get("cmc", [])
+        if not isinstance(cmc, list):
+            raise bad(f"metric {name}.cmc is not a list")
+        for i, v in enumerate(cmc):
+            fraction(f"{name}.cmc[{i}]", v)
+        values = [v for v in cmc if v is not None]
+        drops = [i for i in range(1, len(values)) if values[i] < values[i - 1] - _TOL]
+        if drops and len(values) == len(cmc):
+            i = drops[0]
+            raise bad(f"metric {name}.cmc decreases at rank {i + 1} ({values[i - 1]!r} then {values[i]!r}; a CMC "
+                      f"never decreases)")
+        ranks = [(int(k[4:]), summ[k]) for k in METRIC_KEYS if k.startswith("rank") and summ[k] is not None]
+        for (ka, va), (kb, vb) in zip(ranks, ranks[1:]):
+            if vb < va - _TOL:
+                raise bad(f"metric {name}.rank{kb} = {vb!r} is below {name}.rank{ka} = {va!r}")
+        if len(values) == len(cmc):
+            for k, v in ranks:
+                if k <= len(cmc) and abs(cmc[k - 1] - v) > _TOL:
+                    raise bad(f"metric {name}.rank{k} = {v!r} disagrees with {name}.cmc[{k - 1}] = {cmc[k - 1]!r}")
 
 
 def _recorded(doc: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -207,8 +299,9 @@ def load_runs(metrics: Sequence[PathLike], experiments: Optional[Mapping[str, Ma
     ------
     ReportingError
         No metrics files, a metrics file without a run identity or outside the folder of the run it
-        records, a duplicate run, a malformed metrics file, recorded and configured methods that
-        disagree, or a run whose method (or mask source and mode) is neither recorded nor configured.
+        records, a duplicate run, a malformed metrics file or one whose numbers fail
+        :func:`check_metrics`, recorded and configured methods that disagree, or a run whose method
+        (or mask source and mode) is neither recorded nor configured.
     """
     if not metrics:
         raise ReportingError("no metrics.json inputs: run the train and evaluate rules first (the tables rule "
@@ -223,6 +316,7 @@ def load_runs(metrics: Sequence[PathLike], experiments: Optional[Mapping[str, Ma
         doc = _read_metrics(m)
         rec_run, rec_train = _recorded(doc)
         key = _key(m, doc, rec_run, experiments.get(str(rec_run.get("experiment"))))
+        check_metrics(m, doc)
         folders[m.parent] = key
         loaded.append((m, key, doc, rec_run, rec_train))
     rank_files = _by_folder(ranks, "ranks.npz", folders)

@@ -13,6 +13,7 @@ Layout written (the ``tables`` rule declares exactly this):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,12 +25,15 @@ import pandas as pd
 
 from ..datasets import DATASETS
 from ..io import write_csv_atomic
+from ..masks.index import check_mask_file, mask_fix, recorded_sizes
 from ..plan import FIGURE_KINDS, TABLE_STEMS
+from ..upstream import read_csv_file
 from .aggregate import aggregate_seeds, cmc_frame, per_seed_frame, protocol_order
 from .cmc import plot_cmc
 from .curves import curves_frame, plot_quality, plot_training, quality_frame, read_train_log
 from ..errors import ReportingError
 from .labels import dataset_name, protocol_short, run_label
+from .plotting import sidecar_path
 from .overlays import copy_contact_sheet, overlay_frame, plot_overlays, read_mask_index
 from .published import load_published, published_frame
 from .retrieval import plot_retrieval, read_ranks, retrieval_frame, select_queries
@@ -45,6 +49,9 @@ log = logging.getLogger(__name__)
 # layout the tables rule declares, maskcl.plan.TABLES and FIGURES.
 
 PathLike = os.PathLike | str
+
+#: Manifest columns the figures read (written by the download rule).
+_MANIFEST_COLUMNS = ("path", "relpath", "pid", "camid", "clothes_id")
 
 
 @dataclass
@@ -97,35 +104,62 @@ class _Manifests:
             if dataset not in self.paths:
                 raise ReportingError(f"no manifest for dataset {dataset!r}, needed for {why}; pass "
                                      f"results/{dataset}/manifest.csv")
-            self.cache[dataset] = pd.read_csv(self.paths[dataset])
+            self.cache[dataset] = read_csv_file(self.paths[dataset], what="manifest", rule="download",
+                                                columns=_MANIFEST_COLUMNS, error=ReportingError)
         return self.cache[dataset]
 
 
-def _write_tables(runs: Sequence[Run], tables_dir: Path, show_published: bool,
-                  published_path: Optional[PathLike]) -> Tuple[List[Path], pd.DataFrame]:
+def _table_specs(runs: Sequence[Run], show_published: bool,
+                 published_path: Optional[PathLike]) -> Tuple[List[Tuple[Any, ...]], pd.DataFrame, pd.DataFrame]:
+    """Everything the table files hold, computed before any is written: (write_table_files arguments,
+    keyword arguments) per stem, the per-seed frame (``runs.csv``) and the seed aggregate."""
     per_seed = per_seed_frame(runs)
     agg = aggregate_seeds(per_seed)
     entries = load_published(published_path)
     shown = entries if show_published else []
-    out: List[Path] = []
-    out += write_table_files(tables_dir, "results", results_tables(agg, shown), results_csv(agg, shown),
-                             "Results under every protocol")
+    specs: List[Tuple[Any, ...]] = []
+    specs.append((("results", results_tables(agg, shown), results_csv(agg, shown), "Results under every protocol"),
+                  {}))
     head = agg[agg["headline"].astype(bool)]
     want = {d: sorted(set(head.loc[head.dataset == d, "protocol"])) for d in set(head["dataset"])}
-    out += write_table_files(tables_dir, "headline", [headline_table(agg, shown)] if len(head) else [],
-                             results_csv(head, shown, protocols=want), "Headline results",
-                             empty_note="No run has a result for its dataset's headline protocol.")
+    specs.append((("headline", [headline_table(agg, shown)] if len(head) else [],
+                   results_csv(head, shown, protocols=want), "Headline results"),
+                  {"empty_note": "No run has a result for its dataset's headline protocol."}))
     for kind, build in (("masks", ablation_mask_tables), ("methods", ablation_method_tables),
                         ("components", ablation_component_tables)):
-        out += write_table_files(tables_dir, f"ablation_{kind}", build(agg), ablation_csv(agg, kind),
-                                 f"Ablation by {kind}",
-                                 empty_note=f"No runs for this ablation ({kind}); see configs/synthcc_ablation.yaml.")
-    out += write_table_files(tables_dir, "published", [published_table(entries)], published_frame(entries),
-                             "Published numbers")
+        specs.append(((f"ablation_{kind}", build(agg), ablation_csv(agg, kind), f"Ablation by {kind}"),
+                      {"empty_note": f"No runs for this ablation ({kind}); see configs/synthcc_ablation.yaml."}))
+    specs.append((("published", [published_table(entries)], published_frame(entries), "Published numbers"), {}))
+    return specs, per_seed, agg
+
+
+def _write_tables(specs: Sequence[Tuple[Any, ...]], per_seed: pd.DataFrame, tables_dir: Path,
+                  written: List[Path]) -> List[Path]:
+    out: List[Path] = []
+    for args, kw in specs:
+        written += [tables_dir / f"{args[0]}.{ext}" for ext in ("md", "tex", "csv")]
+        out += write_table_files(tables_dir, args[0], *args[1:], **kw)
     runs_csv = tables_dir / "runs.csv"
+    written.append(runs_csv)
     write_csv_atomic(runs_csv, per_seed)
     out.append(runs_csv)
-    return out, agg
+    return out
+
+
+def _check_grid_masks(frame: pd.DataFrame, kind: str, index: pd.DataFrame, index_path: Path) -> None:
+    """Every mask a retrieval grid draws beside its image belongs to it (``maskcl.masks.index``)."""
+    sizes = recorded_sizes(index)
+    fix = mask_fix(index_path)
+    for rel, path, mask in zip(frame["relpath"], frame["path"], frame["mask"]):
+        if mask:
+            check_mask_file(str(mask), kind, str(path), sizes.get(str(rel)) if sizes is not None else None, fix)
+
+
+def _remove(paths: Sequence[Path]) -> None:
+    """Take back what a failed stage wrote, so no file with a final name is left half a report."""
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
 
 
 def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_dir: PathLike,
@@ -179,11 +213,10 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
         if int(v) < lo:
             raise ReportingError(f"tables.{name} must be >= {lo}, got {v}")
     tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
+    # 1. read and check every input before anything is written: a bad upstream file stops the stage
+    #    with its one line and leaves no table or figure behind
     runs = load_runs(metrics, experiments, ranks=ranks, train_logs=train_logs)
-    out = ReportOutputs()
-    out.tables, agg = _write_tables(runs, tables_dir, published, published_path)
-    for k in FIGURE_KINDS:
-        (figures_dir / k).mkdir(parents=True, exist_ok=True)
+    specs, per_seed, agg = _table_specs(runs, published, published_path)
     mans = _Manifests(_manifests(manifests or {}))
     indexes = _mask_indexes(mask_indexes or {})
     index_cache: Dict[Tuple[str, str], pd.DataFrame] = {}
@@ -196,7 +229,17 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
             index_cache[key] = read_mask_index(indexes[key])
         return index_cache[key]
 
+    for (d, source) in sorted(indexes):
+        index(d, source)
+    ranked: Dict[Path, Tuple[str, Dict[str, Any]]] = {}
+    for run in runs:
+        if run.ranks_path is not None:
+            manifest = mans.get(run.key.dataset, f"the retrieval grid of {run.folder}")
+            ranked[run.folder] = read_ranks(run.ranks_path, manifest_rows=len(manifest))
+    train_logs_read = {run.folder: read_train_log(run.train_log_path) for run in runs if run.train_log_path is not None}
+
     # CMC curves, one per (dataset, protocol)
+    cmc_jobs = []
     for d in sorted({r.key.dataset for r in runs}):
         sub = agg[agg["dataset"] == d]
         for p in protocol_order(d, sub["protocol"].tolist()):
@@ -205,17 +248,19 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
                 log.info("%s/%s: no CMC values (no valid query in any run); no figure", d, p)
                 continue
             short = str(sub.loc[sub["protocol"] == p, "short"].iloc[0])
-            out.figures["cmc"] += plot_cmc(frame, figures_dir / "cmc" / d / f"{p}.png", short=short)
+            cmc_jobs.append((frame, figures_dir / "cmc" / d / f"{p}.png", short))
 
     # retrieval grids: the first seed of every run group, on the headline protocol saved first
+    grid_jobs = []
     done = set()
     for run in runs:
         if run.ranks_path is None or run.key.group in done:
             continue
         done.add(run.key.group)
         manifest = mans.get(run.key.dataset, f"the retrieval grid of {run.folder}")
-        protocol, arrays = read_ranks(run.ranks_path)
+        protocol, arrays = ranked[run.folder]
         masks = None
+        idx = None
         if run.key.mask_source is not None:
             idx = index(run.key.dataset, run.key.mask_source)
             col = run.key.mask_mode
@@ -225,6 +270,7 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
             elif col not in ("silhouette", "parts"):
                 log.warning("%s: mask mode %r is neither silhouette nor parts; grid drawn without masks", run.folder,
                             col)
+                idx = None
             else:
                 masks = dict(zip(idx["relpath"].astype(str), idx[col].astype(str)))
         queries = select_queries(arrays["first_match"], num_grid_queries, figure_seed)
@@ -232,13 +278,15 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
             log.info("%s: no query with a valid match under %s; no retrieval grid", run.folder, protocol)
             continue
         frame = retrieval_frame(arrays, manifest, queries, topk_grid, masks)
+        if masks is not None and idx is not None:
+            _check_grid_masks(frame, str(run.key.mask_mode), idx, indexes[(run.key.dataset, str(run.key.mask_source))])
         short = protocol_short(run.key.dataset, protocol)
         title = (f"{dataset_name(run.key.dataset)} | {run_label(run.key.experiment, run.method)} | masks "
                  f"{run.key.masks} | seed {run.key.seed} | protocol {protocol}: {short} | green: correct, red: other "
                  f"identity, grey dashed: junk (excluded by the protocol)")
         png = (figures_dir / "retrieval" / run.key.dataset / run.key.experiment / run.key.masks /
                f"seed{run.key.seed}" / f"{protocol}.png")
-        out.figures["retrieval"] += plot_retrieval(frame, png, title=title)
+        grid_jobs.append((frame, png, title))
 
     # training curves per run group (seeds overlaid), then pseudo-label quality per dataset
     logs: Dict[Tuple[str, str, str], List[Tuple[int, pd.DataFrame]]] = {}
@@ -246,39 +294,76 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
     for run in runs:
         if run.train_log_path is None:
             continue
-        logs.setdefault(run.key.group, []).append((run.key.seed, read_train_log(run.train_log_path)))
+        logs.setdefault(run.key.group, []).append((run.key.seed, train_logs_read[run.folder]))
         labels[run.key.group] = f"{run_label(run.key.experiment, run.method)} [{run.key.masks}]"
+    curve_jobs = []
     for (d, e, m), group_logs in logs.items():
         frame = curves_frame(group_logs)
         if frame.empty:
             log.info("%s/%s/%s: training logs have no plottable columns; no figure", d, e, m)
             continue
-        out.figures["training"] += plot_training(frame, figures_dir / "training" / d / e / f"{m}.png",
-                                                 title=f"{dataset_name(d)} | {labels[(d, e, m)]}")
+        curve_jobs.append((frame, figures_dir / "training" / d / e / f"{m}.png",
+                           f"{dataset_name(d)} | {labels[(d, e, m)]}"))
+    quality_jobs = []
     for d in sorted({g[0] for g in logs}):
         frame = quality_frame([(labels[g], logs[g]) for g in logs if g[0] == d])
         if frame.empty:
             log.info("%s: no pseudo-label quality columns logged; no comparison figure", d)
             continue
-        out.figures["pseudo_labels"] += plot_quality(frame, figures_dir / "pseudo_labels" / f"{d}.png",
-                                                     title=f"{dataset_name(d)}: pseudo-label quality during training "
-                                                           f"(seed mean ± std)")
+        quality_jobs.append((frame, figures_dir / "pseudo_labels" / f"{d}.png",
+                             f"{dataset_name(d)}: pseudo-label quality during training (seed mean ± std)"))
 
     # mask overlays, one per (dataset, source)
+    overlay_jobs = []
     for (d, source) in sorted(indexes):
         idx = index(d, source)
         assert idx is not None
         manifest = mans.get(d, f"the mask overlays of {indexes[(d, source)]}")
-        frame = overlay_frame(idx, manifest, overlay_per_split, figure_seed)
-        out.figures["masks"] += plot_overlays(frame, figures_dir / "masks" / d / f"{source}.png",
-                                              title=f"{dataset_name(d)}: masks from {source} "
-                                                    f"({overlay_per_split} images per split)")
+        frame = overlay_frame(idx, manifest, overlay_per_split, figure_seed, index_path=indexes[(d, source)])
+        overlay_jobs.append((frame, figures_dir / "masks" / d / f"{source}.png",
+                             f"{dataset_name(d)}: masks from {source} ({overlay_per_split} images per split)"))
 
     # the SynthCC contact sheet
+    sheets = []
     for d, root in sorted(_dataset_roots(dataset_infos).items()):
         sheet = root / "contact_sheet.png"
         if _generated(d) or sheet.exists():   # a generated dataset's generator writes it: missing = broken root
-            out.figures["datasets"] += copy_contact_sheet(sheet, figures_dir / "datasets" / f"{d}.png")
+            if not sheet.is_file():
+                raise ReportingError(f"{sheet}: contact sheet not found; rerun the download rule to regenerate SynthCC")
+            sheets.append((sheet, figures_dir / "datasets" / f"{d}.png"))
+
+    # 2. write; a failure part-way takes back what was written
+    out = ReportOutputs()
+    written: List[Path] = []
+
+    def figure(kind: str, files: Tuple[Path, Path]) -> None:
+        out.figures[kind] += list(files)
+
+    try:
+        out.tables = _write_tables(specs, per_seed, tables_dir, written)
+        for k in FIGURE_KINDS:
+            (figures_dir / k).mkdir(parents=True, exist_ok=True)
+        for frame, png, short in cmc_jobs:
+            written += [png, sidecar_path(png)]
+            figure("cmc", plot_cmc(frame, png, short=short))
+        for frame, png, title in grid_jobs:
+            written += [png, sidecar_path(png)]
+            figure("retrieval", plot_retrieval(frame, png, title=title))
+        for frame, png, title in curve_jobs:
+            written += [png, sidecar_path(png)]
+            figure("training", plot_training(frame, png, title=title))
+        for frame, png, title in quality_jobs:
+            written += [png, sidecar_path(png)]
+            figure("pseudo_labels", plot_quality(frame, png, title=title))
+        for frame, png, title in overlay_jobs:
+            written += [png, sidecar_path(png)]
+            figure("masks", plot_overlays(frame, png, title=title))
+        for sheet, png in sheets:
+            written += [png, sidecar_path(png)]
+            figure("datasets", copy_contact_sheet(sheet, png))
+    except BaseException:
+        _remove(written)
+        raise
     n_fig = sum(1 for v in out.figures.values() for p in v if p.suffix == ".png")
     log.info("tables stage: %d table files, %d figures", len(out.tables), n_fig)
     return out

@@ -77,6 +77,23 @@ def _save_state(path: Path, payload: Dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
+def _read_state(path: Path) -> Optional[Dict[str, Any]]:
+    """The resume state at ``path``, or None; an unreadable one (damaged) is ignored, not fatal.
+
+    The state is a cache of progress: training from the start rebuilds it, so a damaged file costs
+    time, never a wrong result (it is overwritten at the end of the first epoch).
+    """
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a truncated or foreign file
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        log.warning("cannot read the training state %s (%s: %s): it is damaged; training from the first epoch "
+                    "and overwriting it", path, type(e).__name__, reason)
+        return None
+
+
 def train(settings: TrainSettings, data: TrainData, *, seed: int, out_model: str, out_log: str,
           state_dir: str, threads: Optional[int] = None, progress: bool = True,
           stop_after_epoch: Optional[int] = None, comm: Optional[LocalComm] = None) -> TrainResult:
@@ -102,7 +119,7 @@ def train(settings: TrainSettings, data: TrainData, *, seed: int, out_model: str
     state_path = Path(state_dir) / "checkpoint.pt"
     rows: List[Dict[str, Any]] = []
     start_epoch, resumed_from = 0, None
-    state = torch.load(state_path, map_location="cpu", weights_only=True) if state_path.exists() else None
+    state = _read_state(state_path)
     comm.barrier()  # every rank has read the state before rank 0 may discard it
     if state is not None:
         if state.get("format") == CHECKPOINT_FORMAT and state.get("digest") == digest:

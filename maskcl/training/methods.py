@@ -17,7 +17,7 @@ implements ``start`` (once, on a fresh run), ``prepare_epoch`` (pseudo-labels), 
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from ..models.backbone import ReIDBackbone, build_backbone
 from ..models.bn_groups import convert_bn_groups
+from ..masks.index import mask_fix
 from ..models.images import ImageSet, load_rgb
 from ..models.maskcl_net import MaskCLNet
 from ..models.memory import ClusterMemory, InstanceMemory
@@ -97,11 +98,12 @@ class _Base:
         """Content of ``model.pt`` beyond what the engine adds."""
         return {"state_dict": {k: v.detach().cpu() for k, v in self.rgb_backbone().state_dict().items()}}
 
-    def _extract(self, net: nn.Module, paths: Sequence[str], grayscale: bool = False) -> torch.Tensor:
+    def _extract(self, net: nn.Module, paths: Sequence[str], grayscale: bool = False,
+                 reader: Callable[[str], Any] = load_rgb) -> torch.Tensor:
         """Raw (not normalised) eval-mode features of ``paths`` through the process layout's extractor."""
         return self.comm.extract(net, paths, test_transform(self.size, grayscale=grayscale),
                                  batch_size=self.eval_batch, device=self.device, num_workers=self.s.workers,
-                                 channels_last=self.s.channels_last, normalize=False, reader=load_rgb,
+                                 channels_last=self.s.channels_last, normalize=False, reader=reader,
                                  log_summary=False)
 
     def _extract_rgb(self, net: nn.Module) -> torch.Tensor:
@@ -148,14 +150,15 @@ class MaskCLMethod(_Base):
         s = self.s
         return PairedImageSet(self.data.paths, self.data.mask_paths,
                               train_transform(self.size, pad=s.pad, erasing=s.erasing),
-                              train_transform(self.size, pad=s.pad, erasing=s.erasing, grayscale=True))
+                              train_transform(self.size, pad=s.pad, erasing=s.erasing, grayscale=True),
+                              kind=self.data.mask_kind, fix=mask_fix(self.data.mask_index))
 
     @torch.no_grad()
     def start(self) -> None:
         """Initialise the three memories once from eval-mode features (never re-extracted)."""
         net = self.net
         f_r = self._extract_rgb(net.rgb)
-        f_m = self._extract(net.mask, self.data.mask_paths, grayscale=True)
+        f_m = self._extract(net.mask, self.data.mask_paths, grayscale=True, reader=self.data.mask_reader())
         net.fusion.eval()
         f_f = net.fusion(f_r.to(self.device), f_m.to(self.device)).cpu()
         self.module["mem_rgb"].init_features(f_r)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping, Optional
 
-import pandas as pd
-
 from ..errors import ConfigError, DatasetError
+from ..masks.index import MASK_MODES, read_mask_index
+from ..upstream import read_csv_file
 from .comm import LocalComm
 from .data import train_data_from_manifest
 from .engine import TrainResult, train
@@ -24,6 +24,9 @@ from .settings import TrainSettings, check_settings
 __all__ = ["train_stage", "run_train_job", "pretrain_stage"]
 
 log = logging.getLogger(__name__)
+
+#: Manifest columns the training split is built from (written by the download rule).
+_MANIFEST_COLUMNS = ("path", "relpath", "split", "pid", "camid", "clothes_id")
 
 
 def train_stage(manifest_path: str, mask_index_path: Optional[str], mask_mode: str, settings: Mapping[str, Any],
@@ -59,11 +62,14 @@ def run_train_job(manifest_path: str, mask_index_path: Optional[str], mask_mode:
     """
     s = settings
     method = METHODS.get(s.method)
-    manifest = pd.read_csv(manifest_path)
-    index = pd.read_csv(mask_index_path) if (method.uses_masks and mask_index_path) else None
+    manifest = read_csv_file(manifest_path, what="manifest", rule="download", columns=_MANIFEST_COLUMNS,
+                             error=DatasetError)
+    index = None
+    if method.uses_masks and mask_index_path:
+        index = read_mask_index(mask_index_path, ("relpath", mask_mode) if mask_mode in MASK_MODES else ("relpath",))
     if method.uses_masks and index is None:
         raise DatasetError(f"method {s.method} needs masks: give the mask index of masks.train_source")
-    data = train_data_from_manifest(manifest, index, mask_mode)
+    data = train_data_from_manifest(manifest, index, mask_mode, index_path=mask_index_path)
     if comm is not None and comm.world_size != s.world_size:
         raise ConfigError(f"config train.world_size is {s.world_size} but this job runs {comm.world_size} processes")
     res = train(s, data, seed=seed, out_model=out_model, out_log=out_log, state_dir=state_dir,
@@ -78,7 +84,8 @@ def pretrain_stage(manifest_path: str, settings: Mapping[str, Any], seed: int, o
     """Self-supervised warm-up on the training images (no labels) → backbone weights file."""
     from .pretrain import PretrainSettings, pretrain_ssl
 
-    manifest = pd.read_csv(manifest_path)
+    manifest = read_csv_file(manifest_path, what="manifest", rule="download", columns=("path", "split"),
+                             error=DatasetError)
     paths = manifest.loc[manifest["split"] == "train", "path"].tolist()
     if not paths:
         raise DatasetError(f"{manifest_path}: no training images to pre-train on")

@@ -2,6 +2,8 @@
 
 Everything is generated into a temporary folder beside ``root`` and renamed into place only when the
 last file (``synthcc.json``) is written, so a killed run never leaves something that looks complete.
+``SHA256SUMS`` (``sha256sum -c`` format) lists every file's digest: a dataset is reused only when
+each file still matches, so a damaged or edited image is regenerated rather than reused.
 A root holding a dataset made with other parameters is replaced (rename the old one aside, rename the
 new one in, delete the old one). Images are independent of the number of workers: each is drawn from
 its own ``(seed, pid, outfit, cam, frame)`` stream.
@@ -10,6 +12,7 @@ its own ``(seed, pid, outfit, cam, frame)`` stream.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -35,13 +38,15 @@ from .palette import GARMENT_PALETTE, HAIR_COLOURS, LIP_LABELS, SKIN_TONES, labe
 from .plan import SPLIT_FOLDERS, DatasetPlan, ImageSpec, Tracklet, frame_params, plan_dataset
 from .render import RenderedImage, SceneCanvas, make_canvas, render_frame
 
-__all__ = ["GENERATOR_VERSION", "generate_synthcc", "requested_parameters", "render_spec", "Renderer"]
+__all__ = ["GENERATOR_VERSION", "META", "SUMS", "generate_synthcc", "requested_parameters", "render_spec", "Renderer"]
 
 log = logging.getLogger(__name__)
 
 #: Bump when the renderer changes pixels for the same parameters (forces regeneration).
 GENERATOR_VERSION = 1
 META = "synthcc.json"
+#: Every file's sha256 (``sha256sum`` format), written before ``META``.
+SUMS = "SHA256SUMS"
 
 
 def requested_parameters(cfg: SynthCCConfig, seed: int) -> Dict[str, Any]:
@@ -176,8 +181,47 @@ def _write_info(plan: DatasetPlan, out: Path) -> None:
         write_text_atomic(out / "info" / f"cloth-unchange_id_{group}.txt", "".join(f"{p}\n" for p in uc))
 
 
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_sums(out: Path) -> None:
+    """``SUMS`` for every file under ``out`` except ``META`` (written after it) and itself."""
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    lines = [f"{_file_sha256(out / rel)}  {rel}\n" for rel in files if rel not in (META, SUMS)]
+    write_text_atomic(out / SUMS, "".join(lines))
+
+
+def _damaged_file(root: Path) -> Optional[str]:
+    """The first file of ``root`` that is missing or differs from ``SUMS`` (what is wrong), else None.
+
+    A dataset written before ``SUMS`` existed has no digests: its images are decoded instead.
+    """
+    sums = root / SUMS
+    if sums.is_file():
+        for line in sums.read_text(encoding="utf-8").splitlines():
+            digest, _, rel = line.partition("  ")
+            p = root / rel
+            if not p.is_file():
+                return f"{p} is missing"
+            if _file_sha256(p) != digest:
+                return f"{p} is damaged (its sha256 differs from {sums})"
+        return None
+    for p in sorted(root.rglob("*.png")):
+        try:
+            with Image.open(p) as im:
+                im.load()
+        except Exception as e:  # PIL raises many types for a damaged file
+            return f"{p} is unreadable ({type(e).__name__}: {e})"
+    return None
+
+
 def _stored_parameters(root: Path) -> Optional[Dict[str, Any]]:
-    """The parameters of a complete SynthCC dataset at ``root``, or None if there is none."""
+    """The parameters of a complete, undamaged SynthCC dataset at ``root``, or None if there is none."""
     meta = root / META
     if not meta.is_file():
         return None
@@ -194,7 +238,13 @@ def _stored_parameters(root: Path) -> Optional[Dict[str, Any]]:
                 log.warning("synthcc: %s holds %s images, %s expected; regenerating", d, got, want)
                 return None
     params = data.get("parameters")
-    return params if isinstance(params, dict) else None
+    if not isinstance(params, dict):
+        return None
+    damaged = _damaged_file(root)
+    if damaged:
+        log.warning("synthcc: %s; regenerating the dataset", damaged)
+        return None
+    return params
 
 
 def _clean_stale(root: Path) -> None:
@@ -206,7 +256,10 @@ def _clean_stale(root: Path) -> None:
         try:
             os.kill(int(rest.split("-")[0]), 0)
         except (ValueError, ProcessLookupError):
+            size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())
             shutil.rmtree(p, ignore_errors=True)
+            what = "an interrupted generation" if kind == "tmp" else "an interrupted replacement of the old copy"
+            log.info("synthcc: removed leftover temporary folder %s from %s (%.1f MB)", p, what, size / 1e6)
         except PermissionError:  # another user's live process
             pass
 
@@ -246,6 +299,7 @@ def generate_synthcc(root: Path, preset: str = "default", seed: int = 0, overrid
         raise ConfigError(f"data.synthcc.seed: expected a non-negative integer, got {seed!r}")
     root = Path(root)
     want = json.loads(json.dumps(requested_parameters(cfg, int(seed)), default=json_default))
+    _clean_stale(root)
     have = _stored_parameters(root)
     if have == want:
         log.info("synthcc: %s already holds this dataset (seed %d); nothing to do", root, seed)
@@ -255,7 +309,6 @@ def generate_synthcc(root: Path, preset: str = "default", seed: int = 0, overrid
             raise DatasetError(f"synthcc: {root} exists and is not a SynthCC dataset (no {META}); remove it or "
                                f"point data.root elsewhere")
     root.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale(root)
     log.info("synthcc: generating preset %r (seed %d) into %s", preset, seed, root)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-{os.getpid()}-", dir=root.parent))
     try:
@@ -266,6 +319,7 @@ def generate_synthcc(root: Path, preset: str = "default", seed: int = 0, overrid
         _render_all(plan, tmp, max(1, int(workers)))
         _write_info(plan, tmp)
         contact_sheet(plan, tmp, tmp / "contact_sheet.png")
+        _write_sums(tmp)
         write_json_atomic(tmp / META, _metadata(plan, preset, overrides or {}))
         _swap_into_place(tmp, root)
     except BaseException:

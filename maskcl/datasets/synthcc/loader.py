@@ -16,12 +16,16 @@ import pandas as pd
 
 from ...errors import DatasetError
 from ...io import read_json
+from ...repair import force_command, manifest_target
 from ..base import SplitStats
 from ..ltcc import LTCC, ltcc_protocols
 from ..protocol import Protocol
 from .generate import generate_synthcc
 
 __all__ = ["SynthCC"]
+
+#: Reruns the download job, which regenerates a SynthCC folder whose files are missing or damaged.
+_REGENERATE = force_command(manifest_target("synthcc"))
 
 
 class SynthCC(LTCC):
@@ -58,7 +62,7 @@ class SynthCC(LTCC):
             meta["counts"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise DatasetError(f"{self.name}: {f} is missing or unreadable ({type(e).__name__}); delete {root} "
-                               f"and rerun the download stage to regenerate SynthCC") from None
+                               f"and regenerate SynthCC: {_REGENERATE}") from None
         return meta
 
     def parse(self, root: Path) -> pd.DataFrame:
@@ -73,7 +77,7 @@ class SynthCC(LTCC):
             missing = [n for n in names if n not in have]
             if missing:
                 raise DatasetError(f"{self.name}: {len(missing)} ground-truth label map(s) missing in {d}, e.g. "
-                                   f"{missing[0]}; delete {root} and regenerate SynthCC")
+                                   f"{missing[0]}; regenerate SynthCC: {_REGENERATE}")
         official = {}
         for split, c in meta["counts"].items():
             official[split] = SplitStats(images=c.get("images"), ids=c.get("ids"), cameras=c.get("cameras"),
@@ -81,6 +85,6 @@ class SynthCC(LTCC):
             got = int((frame["split"] == split).sum())
             if c.get("images") is not None and got != c["images"]:
                 raise DatasetError(f"{self.name}: split {split!r} holds {got} images but {root / self.meta_file} "
-                                   f"says {c['images']}; delete {root} and regenerate SynthCC")
+                                   f"says {c['images']}; regenerate SynthCC: {_REGENERATE}")
         self.official = official  # type: ignore[misc]
         return frame
