@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from .config import train_settings
+from .config import load_schema, train_settings
 from .errors import ConfigError, MaskCLError
 
 __all__ = ["MASK_METHODS", "NO_MASKS", "Warmup", "ExperimentRecord", "RunRecord", "Plan", "build_plan",
@@ -214,6 +214,19 @@ def _check_masks(config: Mapping[str, Any], ground_truth: Tuple[str, ...]) -> No
                           'installed: pip install -e ".[mediapipe]"')
 
 
+def _check_experiment_keys(config: Mapping[str, Any], dataset: str, name: str) -> None:
+    """Every key of ``experiments.<name>.train`` is a ``train`` key of the schema, named by its full path.
+
+    ``method`` is refused too: ``train_settings`` takes the method from ``experiments.<name>.method``.
+    """
+    known = load_schema()["properties"]["train"]["properties"]
+    unknown = sorted(k for k in config["experiments"][name].get("train", {}) if k not in known)
+    if unknown:
+        hint = f" (the method is set by experiments.{name}.method)" if "method" in unknown else ""
+        raise ConfigError(f"experiments.{name} on {dataset}: config train: unknown key(s) {unknown} at "
+                          f"experiments.{name}.train.{unknown[0]}{hint}; known keys: {', '.join(sorted(known))}")
+
+
 def _experiment(config: Mapping[str, Any], name: str) -> ExperimentRecord:
     exp = config["experiments"][name]
     masks = config["masks"]
@@ -241,7 +254,8 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
     ------
     ConfigError
         Mask settings that do not fit the datasets, or an experiment whose training settings do not
-        resolve (``experiments.<name> on <dataset>: <reason>``); the message has no file name.
+        resolve (``experiments.<name> on <dataset>: <reason>``, e.g. an unknown key, named by its full
+        path ``experiments.<name>.train.<key>``); the message has no file name. Values, override blocks and cross-key rules were checked by ``validate_config``.
     """
     from .training.settings import TrainSettings
 
@@ -252,6 +266,7 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
     settings: Dict[Tuple[str, str], Dict[str, Any]] = {}
     for d in datasets:
         for e in experiments:
+            _check_experiment_keys(config, d, e)
             try:
                 s = train_settings(config, d, e)
                 TrainSettings.from_dict(s)
