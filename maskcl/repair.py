@@ -1,10 +1,10 @@
 """Repair advice that repairs: the exact command that rebuilds a damaged file of the workflow.
 
 Snakemake reruns nothing whose outputs exist, so "rerun the stage" is no advice for a file that
-exists but is damaged. The hints here name the target to force instead (``snakemake
---forcerun <target>`` reruns the job that writes it and every job downstream of it), and, for a dataset, what that job does about the damage: SynthCC
-regenerates a dataset whose files no longer match their recorded digests; an extracted dataset is
-re-extracted once its folder is deleted.
+exists but is damaged. The hints here name the target to force instead (``snakemake --forcerun
+<target>`` reruns the job that writes it and every job downstream of it), and, for a dataset, what
+that job does about the damage: SynthCC regenerates a dataset whose files no longer match their
+recorded digests; an extracted dataset is re-extracted once its folder is deleted.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import re
 from pathlib import Path
 from typing import Optional, Union
 
-__all__ = ["force_command", "shown_path", "workflow_target", "manifest_target", "model_repair_hint", "dataset_repair_hint"]
+__all__ = ["force_command", "shown_path", "workflow_target", "manifest_target", "model_repair_hint",
+           "dataset_repair_hint"]
 
 PathLike = Union[str, os.PathLike]
 

@@ -221,16 +221,20 @@ def _decompressed(f: Any, kind: str) -> Iterator[bytes]:
                     break
                 dec = _new_decompressor(kind)
             try:
-                if kind == "gz":
-                    out = dec.decompress(data)
+                out = dec.decompress(data, _MAX_OUT)
+                if out:
+                    yield out
+                if kind == "gz":  # zlib hands back the input it had no room for
+                    data = b"" if dec.eof else dec.unconsumed_tail
+                    while not data and not dec.eof and len(out) == _MAX_OUT:  # capped: output may be pending
+                        out = dec.decompress(b"", _MAX_OUT)
+                        if out:
+                            yield out
+                        data = dec.unconsumed_tail
+                    if data:
+                        continue
+                else:  # bz2 / xz keep it inside and want to be asked again
                     data = b""
-                    if out:
-                        yield out
-                else:
-                    out = dec.decompress(data, _MAX_OUT)
-                    data = b""
-                    if out:
-                        yield out
                     while not dec.eof and not dec.needs_input:
                         out = dec.decompress(b"", _MAX_OUT)
                         if out:

@@ -309,7 +309,8 @@ def safe_extract(archive: PathLike, target: PathLike, *, replace: bool = False,
         try:
             members = _zip_members(archive, arc) if kind == "zip" else _tar_members(archive, arc)
         except (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, lzma.LZMAError, EOFError) as e:
-            raise DownloadError(f"{archive}: cannot read the archive ({e}); it is corrupt or incomplete: {fix}") from None
+            raise DownloadError(f"{archive}: cannot read the archive ({e}); it is corrupt or incomplete: "
+                                f"{fix}") from None
         if not any(m.parts for m in members):
             raise DownloadError(f"{archive}: the archive is empty")
         _check_members(archive, members)

@@ -60,7 +60,14 @@ def _megabytes(n: int) -> str:
 
 # ---------------------------------------------------------------------------------------------- download
 class _Retry(Exception):
-    """A transient failure: the partial file is kept and the next attempt resumes from it."""
+    """A transient failure: the partial file is kept and the next attempt resumes from it.
+
+    ``truncated``: the body stopped before the file's end (the last failure names it as truncation).
+    """
+
+    def __init__(self, message: str, truncated: bool = False) -> None:
+        super().__init__(message)
+        self.truncated = truncated
 
 
 def _progress(total: Optional[int], initial: int, desc: str, enabled: bool) -> Any:
@@ -161,10 +168,12 @@ def _download_once(url: str, part: Path, meta: Path, timeout: float, chunk_size:
                     bar.update(len(block))
             except (http.client.HTTPException, OSError, socket.timeout) as e:
                 f.flush()
-                raise _Retry(f"connection lost after {f.tell()} bytes ({type(e).__name__}: {e})") from None
+                raise _Retry(f"the download is truncated: the connection was lost after {f.tell()} bytes "
+                             f"({type(e).__name__}: {e})", truncated=True) from None
     size = part.stat().st_size
     if total is not None and size < total:
-        raise _Retry(f"connection closed after {size} of {total} bytes")
+        raise _Retry(f"the download is truncated: the connection closed after {size} of the {total} bytes the "
+                     f"server announced", truncated=True)
     if total is not None and size > total:
         _reset_partial(part, meta)
         raise _Retry(f"received {size} bytes but expected {total}; restarting from zero")
@@ -197,16 +206,23 @@ def _cached(url: str, dest: Path, sha256: Optional[str]) -> bool:
     return False
 
 
-def _check_unsized(url: str, part: Path, meta: Path, dest: Path, pin_key: str) -> str:
-    """Verify a download the server gave no length for, by its format; raises if it cannot vouch for it."""
+def _check_unsized(url: str, part: Path, meta: Path, dest: Path, pin_key: str, pinned: bool) -> Optional[str]:
+    """Verify a download the server gave no length for, by its format; raises if it cannot vouch for it.
+
+    With a pinned sha256 the digest decides, but an archive that stops early is still named (and
+    retried) as truncated rather than reported as a checksum mismatch.
+    """
     try:
-        kind = verify_complete(part, "rerun to download it again", shown=dest)
+        kind = verify_complete(part, "the server sent no length, so the archive's own end is the only check",
+                               shown=dest)
     except TruncatedArchiveError as e:
-        raise _Retry(f"{e} (the server sent no length, so the archive's own end is the only check)") from None
+        raise _Retry(str(e), truncated=True) from None
     except DownloadError as e:
+        if pinned:
+            return None
         _reset_partial(part, meta)
-        raise DownloadError(f"{url}: {e} (the partial download was deleted)") from None
-    if kind is None:
+        raise DownloadError(f"{url}: {e}; the partial download was deleted: rerun to download it again") from None
+    if kind is None and not pinned:
         _reset_partial(part, meta)
         raise DownloadError(f"{url}: the server sent no Content-Length, no sha256 is pinned and {dest.name} is not "
                             f"an archive whose end can be checked ({CHECKED_FORMATS}), so a download cut short "
@@ -276,14 +292,15 @@ def fetch_url(url: str, dest: PathLike, sha256: Optional[str] = None, *, retries
     while True:
         try:
             total = _download_once(url, part, meta, timeout, chunk_size, progress, dest.name)
-            kind = _check_unsized(url, part, meta, dest, pin_key) if total is None and sha256 is None else None
+            kind = _check_unsized(url, part, meta, dest, pin_key, sha256 is not None) if total is None else None
             break
         except _Retry as e:
             have = part.stat().st_size if part.exists() else 0
             if attempt >= retries:
                 kept = (f"rerun to download it again ({have} bytes are kept in {part} and the next run resumes from "
                         f"there)" if have else "rerun when the server is reachable")
-                raise DownloadError(f"{url}: download failed after {attempt + 1} attempt(s): {e}; {kept}") from None
+                error = TruncatedArchiveError if e.truncated else DownloadError
+                raise error(f"{url}: download failed after {attempt + 1} attempt(s): {e}; {kept}") from None
             attempt += 1
             delay = backoff * 2 ** (attempt - 1)
             logger.warning("%s: %s; retry %d/%d in %.1f s (resuming at byte %d)", url, e, attempt, retries,

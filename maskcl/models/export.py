@@ -39,7 +39,12 @@ def save_model(path: str | Path, *, method: str, arch: str, dim: int, pooling: s
     }
     payload.update(weights)
     with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as e:  # torch's own writer failing (disk full): name the file it was writing
+            if "failed writing file" not in str(e) and "file write failed" not in str(e):
+                raise
+            raise RuntimeError(f"{path}: {e}") from None
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Tuple[ReIDBackbone, Any, Dict[str, Any]]:
@@ -50,11 +55,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Tuple[Re
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        if isinstance(e, OSError) and e.errno is not None:  # permissions, disk: an I/O failure, named as one
+            raise
+        reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]
         raise CheckpointError(f"{path}: not a readable model file, truncated or damaged ({type(e).__name__}: "
                               f"{reason}); {model_repair_hint(path)}") from None
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
-        raise CheckpointError(f"{path}: not a {MODEL_FORMAT} file (format {obj.get('format') if isinstance(obj, dict) else type(obj).__name__})")
+        found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"{path}: not a {MODEL_FORMAT} file (format {found}); {model_repair_hint(path)}")
     model = ReIDBackbone(obj["arch"], pretrained="none", last_stride=int(obj["last_stride"]),
                          pooling=obj["pooling"])
     missing, unexpected = model.load_state_dict(obj["state_dict"], strict=False)

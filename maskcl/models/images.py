@@ -14,6 +14,7 @@ error reaches the job re-raised by torch, and ``maskcl.workflow.run_job`` prints
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 from typing import Callable, Optional, Sequence, Tuple, Union
@@ -31,12 +32,23 @@ __all__ = ["ImageSet", "Key", "load_rgb", "load_rgb_eval", "seeded", "split_key"
 Key = Union[int, Tuple[int, int]]
 
 
+def _io_failure(e: OSError) -> bool:
+    """An OSError of the system (permissions, disk, too many open files), not a missing or damaged image.
+
+    Those reach ``maskcl.workflow.run_job`` as they are, which names the cause and its fix; PIL's own
+    errors for a damaged file carry no errno.
+    """
+    return e.errno is not None and e.errno != errno.ENOENT
+
+
 def load_rgb(path: str) -> Image.Image:
     """A training image as RGB; unreadable → :class:`DatasetError` naming how to repair the dataset."""
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
     except (OSError, ValueError) as e:
+        if isinstance(e, OSError) and _io_failure(e):
+            raise
         raise DatasetError(f"cannot read image {path}: {e}; {dataset_repair_hint(path)}") from None
 
 
@@ -48,6 +60,8 @@ def load_rgb_eval(path: str) -> Image.Image:
     except FileNotFoundError:
         raise EvaluationError(f"{path}: image not found; {dataset_repair_hint(path)}") from None
     except (OSError, ValueError) as e:
+        if isinstance(e, OSError) and _io_failure(e):
+            raise
         raise EvaluationError(f"{path}: cannot read image ({e}); {dataset_repair_hint(path)}") from None
 
 
