@@ -110,6 +110,13 @@ def _fix(error: Any) -> str:
     if error.validator == "additionalProperties" and isinstance(error.schema, Mapping) \
             and error.schema.get("properties"):
         return f"known keys: {', '.join(sorted(error.schema['properties']))}"
+    if error.validator == "required" and isinstance(error.schema, Mapping) and isinstance(error.instance, Mapping):
+        missing = [k for k in error.validator_value if k not in error.instance]
+        if missing:
+            sub = error.schema.get("properties", {}).get(missing[0], {})
+            what = f" ({_allowed(sub)})" if sub else ""
+            return (f"add the key {missing[0]}{what} to that block (a block written in the config replaces the "
+                    f"schema's default block whole; nothing is filled in from it)")
     if error.validator == "propertyNames" and isinstance(error.schema.get("propertyNames"), Mapping):
         return f"allowed: {_allowed(error.schema['propertyNames'])}"
     return f"fix it to match {_SCHEMA_FILE}"

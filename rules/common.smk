@@ -12,7 +12,11 @@ from maskcl.plan import build_plan
 # The conda envs install this checkout (`pip: -e "${MASKCL_ROOT}"`, see envs/): point them at it.
 os.environ.update({"MASKCL_ROOT": workflow.basedir})
 
-_CONFIG_SOURCE = ", ".join(str(f) for f in workflow.configfiles) or "config.yaml"
+# each config file once (under --directory the Snakefile's config.yaml and --configfile may be one file)
+_CONFIG_FILES = {}
+for _f in workflow.configfiles:
+    _CONFIG_FILES.setdefault(os.path.abspath(_f), str(_f))
+_CONFIG_SOURCE = ", ".join(_CONFIG_FILES.values()) or "config.yaml"
 try:
     validate_config(config, source=_CONFIG_SOURCE)
 except MaskCLError as _err:

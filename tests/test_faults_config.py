@@ -64,6 +64,13 @@ def test_wrong_type_in_experiment_override():
     assert msg.endswith("allowed: an integer >= 1")
 
 
+def test_experiment_block_without_method_says_which_key_to_add():
+    # a user writing only the override they want: the block replaces the default experiment whole
+    msg = _error(_broken(lambda c: c.update(experiments={"maskcl": {"train": {"epochs": 2}}})))
+    assert msg.startswith("config.yaml: key experiments.maskcl: 'method' is a required property; add the key method "
+                          "(one of maskcl, clustercontrast, supervised) to that block")
+
+
 def test_float_for_an_integer_key_is_refused():
     # JSON Schema's integer admits 16.0, which the training loop's range() would refuse mid-DAG
     msg = _error(_broken(_experiment({"epochs": 3.0})))
