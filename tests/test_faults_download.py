@@ -21,7 +21,6 @@ import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable, Dict, Optional
 
 import pytest
@@ -30,7 +29,6 @@ from maskcl.download import fetch_url, safe_extract
 from maskcl.download.complete import verify_complete
 from maskcl.download.extract import EXTRACT_MARKER, remove_leftovers
 from maskcl.errors import DownloadError, TruncatedArchiveError
-from maskcl.workflow import run_job
 
 FILES = {f"data/img_{i}.bin": os.urandom(3000 + 100 * i) for i in range(4)}
 
@@ -119,34 +117,6 @@ def fetch(url: str, dest: Path, sha256: Optional[str] = None) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ job
-@pytest.fixture
-def job(tmp_path, capsys):
-    """Run ``main`` as a workflow adapter does; return its one error line (exit status 1 checked)."""
-    root = logging.getLogger()
-
-    def call(main: Callable[[Any], None]) -> str:
-        saved = (list(root.handlers), root.level)
-        try:
-            with pytest.raises(SystemExit) as e:
-                run_job(main, SimpleNamespace(log=[str(tmp_path / "job.log")]))
-        finally:  # run_job replaces the root logger's handlers (pytest's capture among them): put them back
-            for h in list(root.handlers):
-                root.removeHandler(h)
-                h.close()
-            for h in saved[0]:
-                root.addHandler(h)
-            root.setLevel(saved[1])
-        assert e.value.code == 1
-        err = capsys.readouterr().err
-        assert "Traceback" not in err
-        lines = [line for line in err.splitlines() if line.startswith("ERROR: ")]
-        assert len(lines) == 1, err
-        line = lines[0][len("ERROR: "):]
-        assert "\n" not in line and line.strip()
-        return line
-
-    yield call
-
 
 # ------------------------------------------------------------------------------------------ verify_complete
 @pytest.mark.parametrize("kind", sorted(ARCHIVES))

@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
@@ -25,34 +25,6 @@ from maskcl.workflow import describe_os_error, run_job, worker_message
 
 AS_ROOT = os.geteuid() == 0
 
-
-@pytest.fixture
-def job(tmp_path, capsys):
-    """Run ``main`` as a workflow adapter does; return its one error line (exit status 1 checked)."""
-    root = logging.getLogger()
-
-    def call(main: Callable[[Any], None]) -> str:
-        saved = (list(root.handlers), root.level)
-        try:
-            with pytest.raises(SystemExit) as e:
-                run_job(main, SimpleNamespace(log=[str(tmp_path / "job.log")]))
-        finally:  # run_job replaces the root logger's handlers (pytest's capture among them): put them back
-            for h in list(root.handlers):
-                root.removeHandler(h)
-                h.close()
-            for h in saved[0]:
-                root.addHandler(h)
-            root.setLevel(saved[1])
-        assert e.value.code == 1
-        err = capsys.readouterr().err
-        assert "Traceback" not in err and "a bug" not in err
-        lines = [line for line in err.splitlines() if line.startswith("ERROR: ")]
-        assert len(lines) == 1, err
-        line = lines[0][len("ERROR: "):]
-        assert "\n" not in line and line.strip()
-        return line
-
-    yield call
 
 
 def finals(folder: Path) -> list:
