@@ -104,28 +104,34 @@ def serve_folder(root: Path) -> Iterator[str]:
         thread.join(5)
 
 
+@contextlib.contextmanager
+def root_logger_restored() -> Iterator[None]:
+    """``run_job`` replaces the root logger's handlers (pytest's capture among them): put them back after."""
+    import logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        yield
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+            h.close()
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+
+
 @pytest.fixture
 def job(tmp_path, capsys):
     """Run ``main`` as a workflow adapter does; return its one error line (exit status 1, no traceback)."""
-    import logging
     from types import SimpleNamespace
 
     from maskcl.workflow import run_job
 
-    root = logging.getLogger()
-
     def call(main) -> str:
-        saved = (list(root.handlers), root.level)
-        try:
-            with pytest.raises(SystemExit) as e:
-                run_job(main, SimpleNamespace(log=[str(tmp_path / "job.log")]))
-        finally:  # run_job replaces the root logger's handlers (pytest's capture among them): put them back
-            for h in list(root.handlers):
-                root.removeHandler(h)
-                h.close()
-            for h in saved[0]:
-                root.addHandler(h)
-            root.setLevel(saved[1])
+        with root_logger_restored(), pytest.raises(SystemExit) as e:
+            run_job(main, SimpleNamespace(log=[str(tmp_path / "job.log")]))
         assert e.value.code == 1
         err = capsys.readouterr().err
         assert "Traceback" not in err and "a bug" not in err

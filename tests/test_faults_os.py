@@ -8,7 +8,6 @@ read-only file system is simulated by raising ``OSError(EROFS)`` from the write.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +21,8 @@ import maskcl.io as mio
 from maskcl.errors import DatasetError
 from maskcl.models import export
 from maskcl.workflow import describe_os_error, run_job, worker_message
+
+from conftest import root_logger_restored
 
 AS_ROOT = os.geteuid() == 0
 
@@ -111,9 +112,7 @@ def test_torch_writer_failure_is_named_as_a_write_failure(tmp_path, monkeypatch,
 
 
 def test_a_real_bug_keeps_its_traceback(tmp_path, capsys):
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    try:
+    with root_logger_restored():
         for exc in (ValueError("bad index"), OSError("library says: bad data"), RuntimeError("shape mismatch")):
             def main(smk: Any, exc: Exception = exc) -> None:
                 raise exc
@@ -121,13 +120,6 @@ def test_a_real_bug_keeps_its_traceback(tmp_path, capsys):
             with pytest.raises(type(exc)):
                 run_job(main, SimpleNamespace(log=[str(tmp_path / "job.log")]))
             assert "a bug, please report it" in capsys.readouterr().err
-    finally:
-        for h in list(root.handlers):
-            root.removeHandler(h)
-            h.close()
-        for h in saved[0]:
-            root.addHandler(h)
-        root.setLevel(saved[1])
 
 
 # ------------------------------------------------------------------------------------------ DataLoader workers

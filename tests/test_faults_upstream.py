@@ -10,10 +10,8 @@ left no output with a final name.
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable, Dict
 
 import numpy as np
@@ -25,7 +23,6 @@ from maskcl.errors import EvaluationError, MaskCLError, ReportingError
 from maskcl.evaluation import EvalSettings, run_protocols, write_metrics_json, write_ranks
 from maskcl.reporting import build_report
 from maskcl.training.settings import TrainSettings
-from maskcl.workflow import run_job
 
 RUN = ("synthcc", "maskcl", "groundtruth-silhouette", 0)
 LOG_COLUMNS = ["epoch", "lr", "loss", "proto_rgb", "clusters", "outliers", "singletons", "nmi_id", "ari_id"]
@@ -123,31 +120,6 @@ def no_outputs(kw: Dict[str, Any]) -> None:
     for key in ("tables_dir", "figures_dir"):
         left = [p for p in Path(kw[key]).rglob("*") if p.is_file()] if Path(kw[key]).exists() else []
         assert not left, f"{key} keeps {left[:3]}"
-
-
-@pytest.fixture
-def job(tmp_path, capsys):
-    """Run ``main`` as a workflow adapter does (``maskcl.workflow.run_job``); returns its one error line."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-
-    def call(main: Callable[[Any], None]) -> str:
-        with pytest.raises(SystemExit) as e:
-            run_job(main, SimpleNamespace(log=[str(tmp_path / "job.log")]))
-        assert e.value.code == 1
-        err = capsys.readouterr().err
-        assert "Traceback" not in err
-        lines = [line for line in err.splitlines() if line.startswith("ERROR: ")]
-        assert len(lines) == 1, err
-        return lines[0][len("ERROR: "):]
-
-    yield call
-    for h in list(root.handlers):
-        root.removeHandler(h)
-        h.close()
-    for h in saved[0]:
-        root.addHandler(h)
-    root.setLevel(saved[1])
 
 
 @pytest.fixture(scope="module")
