@@ -336,31 +336,21 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
     out = ReportOutputs()
     written: List[Path] = []
 
-    def figure(kind: str, files: Tuple[Path, Path]) -> None:
-        out.figures[kind] += list(files)
-
+    plots = (("cmc", cmc_jobs, lambda f, png, x: plot_cmc(f, png, short=x)),
+             ("retrieval", grid_jobs, lambda f, png, x: plot_retrieval(f, png, title=x)),
+             ("training", curve_jobs, lambda f, png, x: plot_training(f, png, title=x)),
+             ("pseudo_labels", quality_jobs, lambda f, png, x: plot_quality(f, png, title=x)),
+             ("masks", overlay_jobs, lambda f, png, x: plot_overlays(f, png, title=x)),
+             ("datasets", [(sheet, png, None) for sheet, png in sheets],
+              lambda sheet, png, _: copy_contact_sheet(sheet, png)))
     try:
         out.tables = _write_tables(specs, per_seed, tables_dir, written)
         for k in FIGURE_KINDS:
             (figures_dir / k).mkdir(parents=True, exist_ok=True)
-        for frame, png, short in cmc_jobs:
-            written += [png, sidecar_path(png)]
-            figure("cmc", plot_cmc(frame, png, short=short))
-        for frame, png, title in grid_jobs:
-            written += [png, sidecar_path(png)]
-            figure("retrieval", plot_retrieval(frame, png, title=title))
-        for frame, png, title in curve_jobs:
-            written += [png, sidecar_path(png)]
-            figure("training", plot_training(frame, png, title=title))
-        for frame, png, title in quality_jobs:
-            written += [png, sidecar_path(png)]
-            figure("pseudo_labels", plot_quality(frame, png, title=title))
-        for frame, png, title in overlay_jobs:
-            written += [png, sidecar_path(png)]
-            figure("masks", plot_overlays(frame, png, title=title))
-        for sheet, png in sheets:
-            written += [png, sidecar_path(png)]
-            figure("datasets", copy_contact_sheet(sheet, png))
+        for kind, jobs, plot in plots:
+            for source, png, arg in jobs:
+                written += [png, sidecar_path(png)]   # before plotting: a failure part-way removes it too
+                out.figures[kind] += list(plot(source, png, arg))
     except BaseException:
         _remove(written)
         raise
