@@ -25,8 +25,8 @@ from maskcl.masks.index import check_mask_file, load_mask
 from maskcl.training.data import PairedImageSet, train_data_from_manifest
 from maskcl.training.stage import train_stage
 
-# the valid reporting workspace and the run_job harness of the upstream faults, shared as fixtures
-job, pristine, ws = upstream.job, upstream.pristine, upstream.ws
+# the valid reporting workspace of the upstream faults, shared as fixtures (the run_job harness `job` is in conftest)
+pristine, ws = upstream.pristine, upstream.ws
 
 SETTINGS = dict(method="maskcl", arch="resnet18", pretrained="none", height=64, width=32, epochs=1, iters=1,
                 batch_size=16, num_instances=4, workers=0, device="cpu")
