@@ -68,7 +68,7 @@ def test_experiment_block_without_method_says_which_key_to_add():
     # a user writing only the override they want: the block replaces the default experiment whole
     msg = _error(_broken(lambda c: c.update(experiments={"maskcl": {"train": {"epochs": 2}}})))
     assert msg.startswith("config.yaml: key experiments.maskcl: 'method' is a required property; add the key method "
-                          "(one of maskcl, clustercontrast, supervised) to that block")
+                          "(one of maskcl, clustercontrast, supervised, untrained) to that block")
 
 
 def test_float_for_an_integer_key_is_refused():
@@ -145,8 +145,8 @@ def test_batch_not_divisible_by_instances_from_top_level():
 
 def test_batch_not_divisible_by_instances_from_override():
     msg = _error(_broken(_experiment({"num_instances": 5})))
-    assert "key train.batch_size (32) must be divisible by experiments.maskcl.train.num_instances (5)" in msg
-    assert "multiple of 5 (e.g. 30 or 35)" in msg and "(run synthcc/maskcl)" in msg
+    assert "key train.batch_size (64) must be divisible by experiments.maskcl.train.num_instances (5)" in msg
+    assert "multiple of 5 (e.g. 60 or 65)" in msg and "(run synthcc/maskcl)" in msg
     msg = _error(_broken(_dataset_override("synthcc", {"train": {"batch_size": 2}})))
     assert "key dataset_overrides.synthcc.train.batch_size (2) must be divisible by train.num_instances (4)" in msg
     assert "multiple of 4 (e.g. 4)" in msg
@@ -166,7 +166,7 @@ def test_schedule_rule_itself_names_both_keys():
     cfg = validate_config(copy.deepcopy(DEFAULT))
     settings = dict(train_settings(cfg, "synthcc", "maskcl"), iters=0)  # as if the schema had let it through
     with pytest.raises(ConfigError, match=re.escape("key train.iters (0): the schedule train.epochs x train.iters = "
-                                                    "16 x 0 makes no optimisation step, yet model.pt would be written; "
+                                                    "12 x 0 makes no optimisation step, yet model.pt would be written; "
                                                     "set train.iters to 1 or more")):
         check_train_rules(settings, train_origins(cfg, "synthcc", "maskcl"), "maskcl")
 
@@ -183,9 +183,9 @@ def test_refinement_eps_gap_must_stay_below_eps():
 
 def test_process_layout_rules_run_at_start_up():
     msg = _error(_broken(_experiment({"world_size": 3})))
-    assert "key train.batch_size (32) must be divisible by experiments.maskcl.train.world_size (3)" in msg
+    assert "key train.batch_size (64) must be divisible by experiments.maskcl.train.world_size (3)" in msg
     msg = _error(_broken(_dataset_override("synthcc", {"train": {"bn_groups": 3}})))
-    assert "key train.batch_size (32) must be divisible by the 3 BatchNorm groups of " \
+    assert "key train.batch_size (64) must be divisible by the 3 BatchNorm groups of " \
            "dataset_overrides.synthcc.train.bn_groups/train.world_size" in msg
     msg = _error(_broken(_experiment({"world_size": 2, "bn_groups": 3, "batch_size": 48})))
     assert "key experiments.maskcl.train.bn_groups (3) must be 1 or a multiple of " \
@@ -234,7 +234,7 @@ def test_shipped_configs_validate(extra, tmp_path):
     (_dataset_override("synthcc", {"train": {"lr": -1}}),  # validate_config
      "key dataset_overrides.synthcc.train.lr: -1 is less than or equal to the minimum of 0; allowed: a number > 0"),
     (_experiment({"num_instances": 5}),  # a cross-key rule
-     "key train.batch_size (32) must be divisible by experiments.maskcl.train.num_instances (5)"),
+     "key train.batch_size (64) must be divisible by experiments.maskcl.train.num_instances (5)"),
     (_experiment({"nosuch": 1}),  # build_plan
      "unknown key(s) ['nosuch'] at experiments.maskcl.train.nosuch"),
 ], ids=["override-bounds", "cross-key", "plan"])

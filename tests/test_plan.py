@@ -50,7 +50,8 @@ def test_rgb_only_methods_have_no_masks():
     assert (run.mask_source, run.mask_mode, run.mask_index, run.masks) == (None, None, None, "none")
     assert run.run_dir == "results/synthcc/runs/clustercontrast/none/seed0"
     assert plan.experiments["clustercontrast"].tables_settings() == {
-        "method": "clustercontrast", "masks": "none", "train": {}, "mask_source": None, "mask_mode": None}
+        "method": "clustercontrast", "masks": "none", "mask_source": None, "mask_mode": None,
+        "train": {"batch_size": 256, "num_instances": 16, "iters": 9, "momentum": 0.1, "pooling": "gem"}}
 
 
 def test_mask_mode_override_and_source():

@@ -45,7 +45,9 @@ RUNS = [
     ("synthcc", "maskcl", "groundtruth-parts", (0,), 0.7),
     ("synthcc", "maskcl_no_crossview", "groundtruth-silhouette", (0,), 0.8),
     ("synthcc", "clustercontrast", "none", (0, 1), 0.9),
+    ("synthcc", "maskcl_refresh_concat", "groundtruth-silhouette", (0,), 0.75),
     ("synthcc", "supervised", "none", (0,), 0.3),
+    ("synthcc", "untrained", "none", (0, 1), 1.2),
     ("prcc", "maskcl", "none", (3,), 0.6),
 ]
 #: The config's experiments, as rules/common.smk::experiment_settings() hands them to the job.
@@ -55,7 +57,10 @@ EXPERIMENTS = {
     "maskcl": {"method": "maskcl", "train": {}, **_GT_SIL},
     "maskcl_no_crossview": {"method": "maskcl", "train": {"crossview_loss": False}, **_GT_SIL},
     "clustercontrast": {"method": "clustercontrast", "train": {}, **_RGB},
+    "maskcl_refresh_concat": {"method": "maskcl", "train": {"memory_refresh": True, "cluster_on": "concat"},
+                              **_GT_SIL},
     "supervised": {"method": "supervised", "train": {}, **_RGB},
+    "untrained": {"method": "untrained", "train": {}, **_RGB},
 }
 #: Runs of another config (maskcl with mask_mode parts) record their mask source and mode, which this
 #: config's experiments cannot tell.
@@ -142,6 +147,9 @@ def _mask_index(ws: Path, dataset: str, source: str, m: pd.DataFrame) -> Path:
 
 
 def _train_log(path: Path, experiment: str, dataset: str, seed: int) -> None:
+    if experiment == "untrained":        # no epoch: the header only, as the engine writes it
+        path.write_text("epoch\n")
+        return
     cols = SUP_LOG if experiment == "supervised" else MASKCL_LOG if experiment.startswith("maskcl") else CC_LOG
     if dataset == "prcc":                 # a dataset logged without pseudo-label quality columns
         cols = [c for c in cols if not c.startswith(("nmi", "ari", "purity"))]
@@ -467,23 +475,42 @@ def test_render_formatting_units():
     assert r"x\_1 & 50.0 $\pm$ 1.2 \\" in tex and r"\addlinespace" in tex
 
 
-def test_ablation_tables(report):
+def test_ablation_tables(report, ws):
     out, _ = report
     comp = pd.read_csv(out / "tables" / "ablation_components.csv")
     row = comp[(comp.experiment == "maskcl_no_crossview") & (comp.protocol == "cc")].iloc[0]
     assert not bool(row["crossview_loss"]) and bool(row["neighbour_loss"]) and bool(row["refine"])
-    assert set(comp.method) == {"maskcl"}
+    # every method of the dataset is in the component table: the baselines, the bound and the reference
+    assert set(comp[comp.dataset == "synthcc"].method) == {"maskcl", "clustercontrast", "supervised", "untrained"}
     md = (out / "tables" / "ablation_components.md").read_text()
-    line = next(x for x in md.splitlines() if x.startswith("| `maskcl_no_crossview`"))
-    assert line.split("|")[3].strip() == "off" and line.split("|")[4].strip() == "on"
+    cells = lambda start: [c.strip() for c in next(x for x in md.splitlines() if x.startswith(start)).split("|")]  # noqa: E731
+    line = cells("| `maskcl_no_crossview`")
+    # columns: experiment, masks, cross-view, neighbour, refinement, memory refresh, clustered on, ARI id, ARI outfit
+    assert line[3:8] == ["off", "on", "on", "off", "rgb"]
+    assert cells("| `maskcl_refresh_concat`")[3:8] == ["on", "on", "on", "on", "concat"]
+    # official recipe first, then by the number of switches changed (one each here), then the other methods
+    order = [x.split("|")[1].strip() for x in md.splitlines() if x.startswith("| ") and "---" not in x][1:]
+    assert order.index("`maskcl`") < order.index("`maskcl_no_crossview`") < order.index(
+        "ClusterContrast (re-impl.)") and "untrained network (reference)" in order
+    # the ARI columns are the last epoch's pseudo-label ARI, mean ± std over the seeds
+    logs = [pd.read_csv(ws / "results" / "synthcc" / "runs" / "maskcl" / "groundtruth-silhouette" / f"seed{s}" /
+                        "train_log.csv").iloc[-1] for s in (0, 1)]
+    ari = np.array([lg["ari_id"] for lg in logs])
+    official = comp[(comp.experiment == "maskcl") & (comp.masks == "groundtruth-silhouette") & (comp.protocol == "cc")]
+    assert official["last_ari_id_mean"].iloc[0] == pytest.approx(ari.mean())
+    assert official["last_ari_id_std"].iloc[0] == pytest.approx(ari.std(ddof=1))
+    assert cells("| `maskcl` | `groundtruth-silhouette`")[8] == f"{100 * ari.mean():.1f} ± {100 * ari.std(ddof=1):.1f}"
+    # rows without pseudo-labels leave the ARI cells empty (the supervised log has none; untrained has no epoch)
+    assert cells("| supervised (upper bound)")[8:10] == ["", ""]
+    assert cells("| untrained network (reference)")[8:10] == ["", ""] and "Untrained network (reference" in md
     masks = pd.read_csv(out / "tables" / "ablation_masks.csv")
     assert set(masks[masks.dataset == "synthcc"].masks) == {"groundtruth-silhouette", "groundtruth-parts"}
     assert set(masks.mask_mode.dropna()) == {"silhouette", "parts"}
     md = (out / "tables" / "ablation_masks.md").read_text()
     assert "| MaskCL (re-impl.) | `groundtruth` | parts |" in md and "| MaskCL (re-impl.) | `groundtruth` | silhouette |" in md
     meth = pd.read_csv(out / "tables" / "ablation_methods.csv")
-    assert "maskcl_no_crossview" not in set(meth.experiment)
-    assert {"maskcl", "clustercontrast", "supervised"} <= set(meth.experiment)
+    assert not {"maskcl_no_crossview", "maskcl_refresh_concat"} & set(meth.experiment)  # ablations, not methods
+    assert {"maskcl", "clustercontrast", "supervised", "untrained"} <= set(meth.experiment)
     # the wide ablation cells are the same numbers as the long table
     agg = pd.read_csv(out / "tables" / "results.csv")
     cc = agg[(agg.experiment == "clustercontrast") & (agg.protocol == "cc_maskcl")].iloc[0]
@@ -541,7 +568,7 @@ def test_unknown_experiment_is_a_clear_error(ws):
                                           r"experiments \(known: clustercontrast"):
         load_runs(prcc, {k: v for k, v in EXPERIMENTS.items() if k != "maskcl"})
     synth = [p for p in _inputs(ws)["metrics"] if "/synthcc/" in p]      # records its method: no config needed
-    assert {r.method for r in load_runs(synth)} == {"maskcl", "clustercontrast", "supervised"}
+    assert {r.method for r in load_runs(synth)} == {"maskcl", "clustercontrast", "supervised", "untrained"}
 
 
 def _copy_run(ws: Path, tmp_path: Path, edit) -> Path:
@@ -558,7 +585,8 @@ def test_recorded_training_settings_win_and_mismatches_are_errors(ws, tmp_path):
     def refine_off(doc):
         doc["provenance"]["config"]["train"]["refine"] = False
     run = load_runs([_copy_run(ws, tmp_path / "a", refine_off)], _experiments())[0]
-    assert run.components == {"crossview_loss": True, "neighbour_loss": True, "refine": False}
+    assert run.components == {"crossview_loss": True, "neighbour_loss": True, "refine": False,
+                              "memory_refresh": False, "cluster_on": "rgb"}
 
     def moved(doc):
         doc["provenance"]["config"]["run"]["seed"] = 7
@@ -786,29 +814,6 @@ def test_tables_schema_section():
 
     params = inspect.signature(build_report).parameters
     assert set(cfg["tables"]) <= set(params), "every tables key must be a build_report keyword"
-
-
-def test_ablation_config_runs_the_components_on_synthcc():
-    from dataclasses import fields
-
-    from maskcl.config import load_config, train_settings
-    from maskcl.training.settings import TrainSettings
-
-    cfg = load_config(str(ROOT / "configs" / "synthcc_ablation.yaml"))
-    assert cfg["datasets"] == ["synthcc"]
-    known = {f.name for f in fields(TrainSettings)}
-    switched = {}
-    for name, exp in cfg["experiments"].items():
-        assert set(exp.get("train", {})) <= known, name
-        assert exp.get("mask_mode", "silhouette") in ("silhouette", "parts")
-        s = train_settings(cfg, "synthcc", name)
-        for k in ("crossview_loss", "neighbour_loss", "refine"):
-            if not s.get(k, True):
-                switched.setdefault(k, []).append(name)
-    assert set(switched) == {"crossview_loss", "neighbour_loss", "refine"}
-    assert all(len(v) == 1 for v in switched.values())            # one component off at a time
-    assert any(e.get("mask_mode") == "parts" for e in cfg["experiments"].values())
-    assert {e["method"] for e in cfg["experiments"].values()} == {"maskcl", "clustercontrast", "supervised"}
 
 
 _SNAKEFILE = '''# Test workflow: the repository's tables rule, with glob-based stand-ins for the input functions

@@ -9,7 +9,8 @@ claim.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ from ..errors import ReportingError
 from .labels import group_of, protocol_short, run_label, supervision
 from .runs import COMPONENTS, METRIC_KEYS, Run
 
-__all__ = ["METRIC_KEYS", "METRIC_HEADERS", "per_seed_frame", "aggregate_seeds", "protocol_order",
+__all__ = ["METRIC_KEYS", "METRIC_HEADERS", "LAST_QUALITY", "last_epoch_quality", "per_seed_frame", "aggregate_seeds", "protocol_order",
            "dataset_order", "cmc_frame"]
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,10 @@ log = logging.getLogger(__name__)
 #: Column headers of the summary keys of a protocol (``METRIC_KEYS``, in table order).
 METRIC_HEADERS = {"mAP": "mAP", "mINP": "mINP", "rank1": "R1", "rank5": "R5", "rank10": "R10", "rank20": "R20"}
 _COUNTS = ("num_queries", "num_valid_queries", "num_skipped_queries", "num_gallery", "num_trials")
-_METHOD_ORDER = {"maskcl": 0, "clustercontrast": 1, "supervised": 2}
+_METHOD_ORDER = {"maskcl": 0, "clustercontrast": 1, "supervised": 2, "untrained": 3}
 IDENTITY = ["dataset", "protocol", "experiment", "method", "masks"]
+#: Pseudo-label quality the tables report per run: train_log.csv column → table column (last epoch's value).
+LAST_QUALITY: Dict[str, str] = {"ari_id": "last_ari_id", "ari_clothes": "last_ari_clothes"}
 
 
 def dataset_order(datasets: Sequence[str]) -> List[str]:
@@ -46,8 +49,11 @@ def _num(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
 
-def per_seed_frame(runs: Sequence[Run]) -> pd.DataFrame:
+def per_seed_frame(runs: Sequence[Run], quality: Optional[Mapping[Path, Mapping[str, float]]] = None) -> pd.DataFrame:
     """One row per (run, protocol) with raw fractions, counts and where the number came from.
+
+    ``quality`` maps a run folder to its last epoch's pseudo-label quality
+    (``maskcl.reporting.curves.last_epoch_quality``); runs without an entry get NaN there.
 
     Returns
     -------
@@ -55,8 +61,10 @@ def per_seed_frame(runs: Sequence[Run]) -> pd.DataFrame:
         Columns: dataset, protocol, headline, description, short, rule, single_shot, experiment,
         method, supervision, label, masks, mask_source, mask_mode, seed, the component switches,
         ``METRIC_KEYS`` (and ``<metric>_draw_std`` for single-shot protocols: spread over gallery
-        draws within the run), counts, eval_metric, rerank, flip (from the provenance), metrics_path.
+        draws within the run), counts, eval_metric, rerank, flip (from the provenance), the
+        ``LAST_QUALITY`` columns, metrics_path.
     """
+    quality = quality or {}
     rows: List[Dict[str, Any]] = []
     for run in runs:
         doc = run.metrics
@@ -85,10 +93,24 @@ def per_seed_frame(runs: Sequence[Run]) -> pd.DataFrame:
             row["eval_metric"] = settings.get("metric")
             row["rerank"] = settings.get("rerank")
             row["flip"] = (doc.get("provenance") or {}).get("flip")
+            q = quality.get(run.folder, {})
+            row.update({c: float(q.get(c, float("nan"))) for c in LAST_QUALITY.values()})
             row["metrics_path"] = str(run.metrics_path)
             rows.append(row)
     frame = pd.DataFrame(rows)
     return _sorted(frame)
+
+
+def last_epoch_quality(frame: pd.DataFrame) -> Dict[str, float]:
+    """``LAST_QUALITY`` of a checked log's last epoch (NaN where not logged: no epoch, or no pseudo-labels)."""
+    out = {col: float("nan") for col in LAST_QUALITY.values()}
+    if frame.empty:
+        return out
+    last = frame.iloc[-1]
+    for src, col in LAST_QUALITY.items():
+        if src in frame.columns:
+            out[col] = float(pd.to_numeric(pd.Series([last[src]]), errors="coerce").iloc[0])
+    return out
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -99,7 +121,7 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
         "d": frame["dataset"].map(ds.index),
         "p": [protocol_order(d, frame.loc[frame.dataset == d, "protocol"].tolist()).index(p)
               for d, p in zip(frame["dataset"], frame["protocol"])],
-        "g": frame["supervision"].map({"unsupervised": 0, "supervised": 1}),
+        "g": frame["supervision"].map({"unsupervised": 0, "supervised": 1, "none": 2}),
         "m": frame["method"].map(lambda m: _METHOD_ORDER.get(m, len(_METHOD_ORDER))),
         "e": frame["experiment"].map(lambda e: (0, e) if e in _METHOD_ORDER else (1, e)).astype(str),
         "k": frame["masks"],
@@ -118,7 +140,8 @@ def aggregate_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
     pandas.DataFrame
         Identity and description columns, ``n``, ``seeds`` (``;``-joined), ``<metric>_mean`` and
         ``<metric>_std`` for every ``METRIC_KEYS`` (std NaN when n = 1; metrics undefined in a seed,
-        e.g. no valid query, are left out of that mean and ``<metric>_n`` says how many counted).
+        e.g. no valid query, are left out of that mean and ``<metric>_n`` says how many counted), and
+        ``<column>_mean`` / ``<column>_std`` of the ``LAST_QUALITY`` columns.
     """
     if per_seed.empty:
         raise ReportingError("no protocol results to aggregate")
@@ -137,6 +160,11 @@ def aggregate_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
             row[f"{k}_mean"] = float(ok.mean()) if ok.size else float("nan")
             row[f"{k}_std"] = float(ok.std(ddof=1)) if ok.size > 1 else float("nan")
             row[f"{k}_n"] = int(ok.size)
+        for k in LAST_QUALITY.values():
+            vals = grp[k].to_numpy(np.float64) if k in grp else np.array([])
+            ok = vals[~np.isnan(vals)]
+            row[f"{k}_mean"] = float(ok.mean()) if ok.size else float("nan")
+            row[f"{k}_std"] = float(ok.std(ddof=1)) if ok.size > 1 else float("nan")
         for k in _COUNTS:
             vals = grp[k].dropna().unique() if k in grp else []
             if len(vals) > 1:

@@ -50,7 +50,7 @@ def plot_cmc(frame: pd.DataFrame, png: os.PathLike | str, *, short: str = "") ->
         x = grp["rank"].to_numpy()
         y = 100.0 * grp["cmc_mean"].to_numpy(np.float64)
         sd = 100.0 * grp["cmc_std"].to_numpy(np.float64)
-        style = "--" if grp["supervision"].iloc[0] == "supervised" else "-"
+        style = {"supervised": "--", "none": ":"}.get(grp["supervision"].iloc[0], "-")  # bound, reference, ours
         n = int(grp["n"].iloc[0])
         (line,) = ax.plot(x, y, style, marker="o" if len(x) <= 20 else None, markersize=3, label=f"{label} (n={n})")
         if n > 1 and np.isfinite(sd).any():

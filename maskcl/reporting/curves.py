@@ -36,16 +36,19 @@ PANELS: Dict[str, Tuple[Tuple[str, ...], str]] = {
 }
 
 
-def read_train_log(path: os.PathLike | str) -> pd.DataFrame:
+def read_train_log(path: os.PathLike | str, allow_empty: bool = False) -> pd.DataFrame:
     """A run's ``train_log.csv``, checked (raises ``ReportingError`` naming the file and the fix).
 
     Checked: a whole CSV (``maskcl.upstream.read_csv_file``: not cut mid-line, no ragged row) with
     an ``epoch`` column of 1, 2, ... in order; every other cell empty (a value that epoch did not
     log) or a number (``nan`` included: a value the trainer computed as undefined); the counts of
     ``CLUSTER_COLUMNS`` non-negative integers and the NMI (in [0, 1]) and ARI (in [-1, 1]) of
-    ``QUALITY_COLUMNS`` in range.
+    ``QUALITY_COLUMNS`` in range. ``allow_empty``: a header without rows is whole (the log of a run
+    that never trains, the untrained reference).
     """
     frame = read_csv_file(path, what="training log", rule="train", columns=("epoch",), error=ReportingError)
+    if frame.empty and allow_empty:
+        return frame
     if frame.empty:
         raise ReportingError(f"{path}: no epoch rows; {rerun_hint(path, 'train')}")
     kw = dict(what="training log", rule="train", error=ReportingError)

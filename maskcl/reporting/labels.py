@@ -3,7 +3,8 @@
 Every number in a table carries its protocol; the short descriptions (``Protocol.short``, declared
 by each dataset class) are what a reader sees next to the protocol name (the full definitions are in
 ``metrics.json`` and docs/protocols.md).
-Supervised runs are always labelled as an upper bound so they are never read as a competitor.
+Supervised runs are always labelled as an upper bound and untrained ones as a reference, so neither
+is ever read as a competitor.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Dict, Optional, Tuple
 
 from ..datasets import DATASETS, report_order
 
-__all__ = ["DATASET_NAMES", "PROTOCOL_SHORT", "METHOD_NAMES", "SUPERVISED_METHODS", "GROUPS",
+__all__ = ["DATASET_NAMES", "PROTOCOL_SHORT", "METHOD_NAMES", "SUPERVISED_METHODS", "UNTRAINED_METHODS", "GROUPS",
            "dataset_name", "protocol_short", "method_name", "run_label", "supervision", "group_of",
            "group_title"]
 
@@ -31,14 +32,19 @@ METHOD_NAMES: Dict[str, str] = {
     "maskcl": "MaskCL (re-impl.)",
     "clustercontrast": "ClusterContrast (re-impl.)",
     "supervised": "supervised (upper bound)",
+    "untrained": "untrained network (reference)",
 }
 SUPERVISED_METHODS = frozenset({"supervised"})
+#: Methods that never take a training step: their runs log no epoch and sit in the reference group.
+UNTRAINED_METHODS = frozenset({"untrained"})
 
 #: Row groups in display order; a table never mixes two groups in one block.
-GROUPS: Tuple[str, ...] = ("unsupervised", "supervised", "published_unsupervised", "published_supervised")
+GROUPS: Tuple[str, ...] = ("unsupervised", "supervised", "reference", "published_unsupervised",
+                           "published_supervised")
 _GROUP_TITLES = {
     "unsupervised": "Unsupervised (this pipeline)",
     "supervised": "Supervised (upper bound, this pipeline)",
+    "reference": "Untrained network (reference, this pipeline)",
     "published_unsupervised": "Published, unsupervised",
     "published_supervised": "Published, supervised (upper bound)",
 }
@@ -61,7 +67,10 @@ def method_name(method: str) -> str:
 
 
 def supervision(method: str) -> str:
-    return "supervised" if method in SUPERVISED_METHODS else "unsupervised"
+    """``supervised``, ``none`` (never trained) or ``unsupervised``."""
+    if method in SUPERVISED_METHODS:
+        return "supervised"
+    return "none" if method in UNTRAINED_METHODS else "unsupervised"
 
 
 def run_label(experiment: str, method: str) -> str:
@@ -72,6 +81,8 @@ def run_label(experiment: str, method: str) -> str:
 
 def group_of(method: str, published: bool = False) -> str:
     base = supervision(method)
+    if base == "none":
+        return "reference"
     return f"published_{base}" if published else base
 
 

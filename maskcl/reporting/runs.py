@@ -30,7 +30,7 @@ from ..errors import ReportingError
 from ..upstream import rerun_hint
 
 __all__ = ["RunKey", "Run", "METRICS_FORMATS", "METRIC_KEYS", "load_runs", "check_metrics", "component_flags",
-           "COMPONENTS"]
+           "COMPONENTS", "OFFICIAL_COMPONENTS"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,11 @@ COUNT_KEYS: Tuple[str, ...] = ("num_queries", "num_valid_queries", "num_skipped_
 _TOL = 1e-6
 
 #: MaskCL component switches (``TrainSettings`` keys) compared in the component ablation, with labels.
-COMPONENTS: Dict[str, str] = {"crossview_loss": "Cross-view", "neighbour_loss": "Neighbour", "refine": "Refinement"}
+COMPONENTS: Dict[str, str] = {"crossview_loss": "Cross-view", "neighbour_loss": "Neighbour", "refine": "Refinement",
+                              "memory_refresh": "Memory refresh", "cluster_on": "Clustered on"}
+#: Each switch's value in the official MaskCL recipe (run_code.sh): a run that differs in any is an ablation.
+OFFICIAL_COMPONENTS: Dict[str, Any] = {"crossview_loss": True, "neighbour_loss": True, "refine": True,
+                                       "memory_refresh": False, "cluster_on": "rgb"}
 
 #: What ``provenance.config.run`` must hold: the run's identity.
 IDENTITY: Tuple[str, ...] = ("dataset", "experiment", "masks", "seed")
@@ -93,19 +97,20 @@ class Run:
     metrics: Dict[str, Any]
     ranks_path: Optional[Path] = None
     train_log_path: Optional[Path] = None
-    components: Dict[str, bool] = field(default_factory=dict)
+    components: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def folder(self) -> Path:
         return self.metrics_path.parent
 
 
-def component_flags(settings: Mapping[str, Any]) -> Dict[str, bool]:
-    """The MaskCL component switches of effective train settings (``TrainSettings`` defaults fill gaps)."""
+def component_flags(settings: Mapping[str, Any]) -> Dict[str, Any]:
+    """The MaskCL component switches of effective train settings (``TrainSettings`` defaults fill gaps),
+    each of its official value's type (bool switches, ``cluster_on`` a feature name)."""
     from ..training.settings import TrainSettings
 
     defaults = TrainSettings()
-    return {k: bool(settings.get(k, getattr(defaults, k))) for k in COMPONENTS}
+    return {k: type(OFFICIAL_COMPONENTS[k])(settings.get(k, getattr(defaults, k))) for k in COMPONENTS}
 
 
 def _read_metrics(path: Path) -> Dict[str, Any]:

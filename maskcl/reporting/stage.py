@@ -28,11 +28,11 @@ from ..io import write_csv_atomic
 from ..masks.index import check_mask_file, mask_fix, recorded_sizes
 from ..plan import FIGURE_KINDS, TABLE_STEMS
 from ..upstream import read_csv_file
-from .aggregate import aggregate_seeds, cmc_frame, per_seed_frame, protocol_order
+from .aggregate import aggregate_seeds, cmc_frame, last_epoch_quality, per_seed_frame, protocol_order
 from .cmc import plot_cmc
 from .curves import curves_frame, plot_quality, plot_training, quality_frame, read_train_log
 from ..errors import ReportingError
-from .labels import dataset_name, protocol_short, run_label
+from .labels import UNTRAINED_METHODS, dataset_name, protocol_short, run_label
 from .plotting import sidecar_path
 from .overlays import copy_contact_sheet, overlay_frame, plot_overlays, read_mask_index
 from .published import load_published, published_frame
@@ -109,11 +109,14 @@ class _Manifests:
         return self.cache[dataset]
 
 
-def _table_specs(runs: Sequence[Run], show_published: bool,
-                 published_path: Optional[PathLike]) -> Tuple[List[Tuple[Any, ...]], pd.DataFrame, pd.DataFrame]:
+def _table_specs(runs: Sequence[Run], show_published: bool, published_path: Optional[PathLike],
+                 train_logs: Optional[Mapping[Path, pd.DataFrame]] = None
+                 ) -> Tuple[List[Tuple[Any, ...]], pd.DataFrame, pd.DataFrame]:
     """Everything the table files hold, computed before any is written: (write_table_files arguments,
-    keyword arguments) per stem, the per-seed frame (``runs.csv``) and the seed aggregate."""
-    per_seed = per_seed_frame(runs)
+    keyword arguments) per stem, the per-seed frame (``runs.csv``) and the seed aggregate.
+    ``train_logs`` (run folder → checked log) give each run's last-epoch pseudo-label quality."""
+    quality = {folder: last_epoch_quality(frame) for folder, frame in (train_logs or {}).items()}
+    per_seed = per_seed_frame(runs, quality)
     agg = aggregate_seeds(per_seed)
     entries = load_published(published_path)
     shown = entries if show_published else []
@@ -216,7 +219,9 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
     # 1. read and check every input before anything is written: a bad upstream file stops the stage
     #    with its one line and leaves no table or figure behind
     runs = load_runs(metrics, experiments, ranks=ranks, train_logs=train_logs)
-    specs, per_seed, agg = _table_specs(runs, published, published_path)
+    train_logs_read = {run.folder: read_train_log(run.train_log_path, allow_empty=run.method in UNTRAINED_METHODS)
+                       for run in runs if run.train_log_path is not None}
+    specs, per_seed, agg = _table_specs(runs, published, published_path, train_logs_read)
     mans = _Manifests(_manifests(manifests or {}))
     indexes = _mask_indexes(mask_indexes or {})
     index_cache: Dict[Tuple[str, str], pd.DataFrame] = {}
@@ -236,7 +241,6 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
         if run.ranks_path is not None:
             manifest = mans.get(run.key.dataset, f"the retrieval grid of {run.folder}")
             ranked[run.folder] = read_ranks(run.ranks_path, manifest_rows=len(manifest))
-    train_logs_read = {run.folder: read_train_log(run.train_log_path) for run in runs if run.train_log_path is not None}
 
     # CMC curves, one per (dataset, protocol)
     cmc_jobs = []

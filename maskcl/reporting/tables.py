@@ -21,7 +21,7 @@ from .aggregate import METRIC_HEADERS, METRIC_KEYS, dataset_order, protocol_orde
 from .labels import GROUPS, dataset_name, group_title, method_name, protocol_short
 from .published import PublishedEntry, published_frame
 from .render import Code, Column, Metric, Rich, RowGroup, Section, Table, tables_to_latex, tables_to_markdown
-from .runs import COMPONENTS
+from .runs import COMPONENTS, OFFICIAL_COMPONENTS
 
 __all__ = ["TABLE_METRICS", "ABLATION_METRICS", "results_tables", "headline_table", "ablation_mask_tables",
            "ablation_method_tables", "ablation_component_tables", "published_table", "write_table_files",
@@ -35,7 +35,14 @@ ABLATION_METRICS = ("mAP", "rank1")
 
 _SEEDS_NOTE = "mean ± std over n training seeds (no std for n = 1)"
 _GROUP_NOTE = ("Supervised rows are upper bounds (trained with identity labels), never competitors of the "
-               "unsupervised rows.")
+               "unsupervised rows; untrained rows score the initial network every method starts from.")
+_LAST_QUALITY_HEADERS = {"last_ari_id": "ARI id", "last_ari_clothes": "ARI outfit"}
+_QUALITY_NOTE = ("ARI id / ARI outfit: adjusted Rand index (×100, mean ± std over seeds) of the last epoch's "
+                 "pseudo-labels against the true identities and against the outfits (clothes ids); a row whose "
+                 "clusters follow outfits rather than people scores high on the second. Empty for rows without "
+                 "pseudo-labels (supervised, untrained) and for methods without the switch.")
+#: Methods whose runs the component switches apply to.
+MASKCL_METHODS = ("maskcl",)
 _PUBLISHED_NOTE = ("Published rows quote the cited source (status V: verified there; I: inferred from an issue "
                    "thread or the authors' own words) and appear only under the protocol they were reported "
                    "with; empty cells were not reported.")
@@ -222,13 +229,13 @@ def _wide(sub: pd.DataFrame, protocols: Sequence[str], keys: Sequence[str],
 
 def _ablation_table(agg: pd.DataFrame, dataset: str, sub: pd.DataFrame, what: str, name: str,
                     label_cols: List[Column], keys: Sequence[str], cells: Callable[[Any], dict],
-                    metrics: Sequence[str]) -> Table:
+                    metrics: Sequence[str], note: str = "") -> Table:
     protocols = protocol_order(dataset, agg.loc[agg["dataset"] == dataset, "protocol"].tolist())
     cols = label_cols + [Column("n", "n", "r")]
     cols += [Column(f"{p}:{k}", METRIC_HEADERS[k], "r", group=p) for p in protocols for k in metrics]
     groups = _wide(sub, protocols, keys, cells, metrics)
     caption: Rich = (f"{dataset_name(dataset)}, {what}: mAP and Rank-1 (%) per protocol, {_SEEDS_NOTE}. ",
-                     *_protocol_list(dataset, protocols, sub), f" {_eval_note(sub)}")
+                     *_protocol_list(dataset, protocols, sub), f" {_eval_note(sub)}", f" {note}" if note else "")
     return Table(title=f"{dataset_name(dataset)}: {what}", caption=caption, label=f"tab:{name}-{dataset}",
                  columns=cols, sections=[Section(groups=[RowGroup(group_title(g), groups[g]) for g in GROUPS])])
 
@@ -249,11 +256,25 @@ def ablation_mask_tables(agg: pd.DataFrame, metrics: Sequence[str] = ABLATION_ME
     return out
 
 
+def _changed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per run row and switch: does the run's value differ from the official recipe's (unknown: no)?"""
+    return pd.DataFrame({k: frame[k].notna() & (frame[k] != OFFICIAL_COMPONENTS[k]) for k in COMPONENTS},
+                        index=frame.index)
+
+
 def _default_components(frame: pd.DataFrame) -> pd.Series:
-    ok = pd.Series(True, index=frame.index)
-    for k in COMPONENTS:
-        ok &= frame[k].fillna(True).astype(bool)
-    return ok
+    return ~_changed(frame).any(axis=1)
+
+
+def _component_cell(method: str, key: str, value: Any) -> str:
+    """``on``/``off`` for a switch, the feature name for ``cluster_on``; empty for a method without it."""
+    if method not in MASKCL_METHODS:
+        return ""
+    if value is None or _nan(value):
+        value = OFFICIAL_COMPONENTS[key]
+    if isinstance(OFFICIAL_COMPONENTS[key], bool):
+        return "on" if bool(value) else "off"
+    return str(value)
 
 
 def ablation_method_tables(agg: pd.DataFrame, metrics: Sequence[str] = ABLATION_METRICS) -> List[Table]:
@@ -271,24 +292,35 @@ def ablation_method_tables(agg: pd.DataFrame, metrics: Sequence[str] = ABLATION_
 
 
 def ablation_component_tables(agg: pd.DataFrame, metrics: Sequence[str] = ABLATION_METRICS) -> List[Table]:
-    """MaskCL runs by component switch (cross-view losses, neighbour loss, cluster refinement)."""
+    """MaskCL runs by component switch, then every other method's runs as reference rows.
+
+    The switches are those of ``COMPONENTS`` (losses, refinement, memory refresh, clustered features);
+    MaskCL rows run from the official recipe down by the number of switches changed. Every row with
+    pseudo-labels also shows their ARI against identities and against outfits at the last epoch.
+    """
     out = []
     for d in dataset_order(agg["dataset"].tolist()):
-        sub = agg[(agg["dataset"] == d) & (agg["method"] == "maskcl")]
-        if sub.empty:
+        sub = agg[agg["dataset"] == d]
+        if not sub["method"].isin(MASKCL_METHODS).any():
             continue
-        flags = sub[list(COMPONENTS)].fillna(True).astype(bool)
-        sub = sub.assign(_off=(~flags).sum(axis=1)).sort_values(["_off", "experiment", "masks"], kind="stable")
+        changed = _changed(sub).sum(axis=1).where(sub["method"].isin(MASKCL_METHODS), 0)
+        order = sub["method"].map(lambda m: 0 if m in MASKCL_METHODS else 1)
+        sub = sub.assign(_m=order, _off=changed).sort_values(["_m", "_off", "experiment", "masks"], kind="stable")
         cols = [Column("label", "Experiment"), Column("masks", "Masks")]
         cols += [Column(k, v, "c") for k, v in COMPONENTS.items()]
+        cols += [Column(c, h, "r") for c, h in _LAST_QUALITY_HEADERS.items()]
 
         def cells(r: Any) -> dict:
-            c: Dict[str, Any] = {"label": Code(str(r["experiment"])), "masks": Code(str(r["masks"]))}
-            c.update({k: ("on" if (r[k] is None or _nan(r[k]) or bool(r[k])) else "off") for k in COMPONENTS})
+            label: Rich = (Code(str(r["experiment"])),) if r["method"] in MASKCL_METHODS else _label_cell(r)
+            c: Dict[str, Any] = {"label": label, "masks": Code(str(r["masks"]))}
+            c.update({k: _component_cell(r["method"], k, r[k]) for k in COMPONENTS})
+            clusters = r["supervision"] == "unsupervised"  # supervised and untrained rows have no pseudo-labels
+            c.update({col: Metric(r.get(f"{col}_mean"), r.get(f"{col}_std")) if clusters else None
+                      for col in _LAST_QUALITY_HEADERS})
             return c
 
         out.append(_ablation_table(agg, d, sub, "MaskCL components", "ablation-components", cols,
-                                   ["experiment", "masks"], cells, metrics))
+                                   ["experiment", "masks"], cells, metrics, note=_QUALITY_NOTE))
     return out
 
 
@@ -359,11 +391,13 @@ def ablation_csv(agg: pd.DataFrame, kind: str) -> pd.DataFrame:
         sub = agg[agg["masks"] != "none"]
     elif kind == "methods":
         sub = agg[_default_components(agg)]
-    elif kind == "components":
-        sub = agg[agg["method"] == "maskcl"]
+    elif kind == "components":  # every run of a dataset with MaskCL runs, as in the table
+        sub = agg[agg["dataset"].isin(agg.loc[agg["method"].isin(MASKCL_METHODS), "dataset"])]
     else:
         raise ValueError(f"unknown ablation kind {kind!r}")
     stats = [f"{k}_{s}" for k in METRIC_KEYS for s in ("mean", "std", "n")]
+    if kind == "components":
+        stats += [f"{c}_{s}" for c in _LAST_QUALITY_HEADERS for s in ("mean", "std")]
     return sub.reindex(columns=_CSV_IDENTITY + stats + _CSV_COUNTS).reset_index(drop=True)
 
 

@@ -59,7 +59,7 @@ def _autocast(device: torch.device, amp: str):
 
 
 def _rows_to_csv(rows: List[Dict[str, Any]]) -> str:
-    keys: List[str] = []
+    keys: List[str] = ["epoch"]  # a log without epochs (the untrained reference) still has its header
     for r in rows:
         for k in r:
             if k not in keys:
@@ -112,6 +112,13 @@ def train(settings: TrainSettings, data: TrainData, *, seed: int, out_model: str
     seed_everything(seed)
     method = METHODS.build(settings.method, comm.method_settings(settings), data, device)
     method.comm = comm
+    if not method.trains:  # the untrained reference: its initial weights are the model, its log has no epoch
+        log.info("exporting the untrained %s network (pretrained %s) without training", settings.arch,
+                 settings.pretrained)
+        if comm.is_main:
+            _export(method, settings, data, seed, out_model, epochs=0)
+            write_text_atomic(out_log, _rows_to_csv([]))
+        return TrainResult(0, None, [], time.time() - t0)
     params = [p for p in method.module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.step_size, gamma=settings.gamma)
@@ -198,8 +205,9 @@ def _run_epoch(method: Any, s: TrainSettings, data: TrainData, epoch: int, seed:
     return row
 
 
-def _export(method: Any, s: TrainSettings, data: TrainData, seed: int, out_model: str) -> None:
-    """``model.pt`` of the trained method (format: ``maskcl.models.export``)."""
+def _export(method: Any, s: TrainSettings, data: TrainData, seed: int, out_model: str,
+            epochs: Optional[int] = None) -> None:
+    """``model.pt`` of the trained method (format: ``maskcl.models.export``); ``epochs`` run, default all."""
     save_model(out_model, method=s.method, arch=s.arch, dim=method.rgb_backbone().dim, pooling=s.pooling,
                last_stride=s.last_stride, input_size=[s.height, s.width], settings=s.to_dict(), seed=seed,
-               epochs=s.epochs, train_images=len(data), weights=method.export())
+               epochs=s.epochs if epochs is None else epochs, train_images=len(data), weights=method.export())

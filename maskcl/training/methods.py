@@ -1,4 +1,4 @@
-"""The three training methods sharing one engine.
+"""The training methods sharing one engine, and the untrained reference.
 
 - ``maskcl``: RGB + mask branches, fusion, three instance memories, per-epoch clustering of a memory
   with refinement, cluster-neighbour structure from fusion centroids, prototypical focal, neighbour and
@@ -7,6 +7,8 @@
   cluster memory initialised from centroids, cross-entropy over it (Dai et al., arXiv 2103.11568).
 - ``supervised``: the ClusterContrast loop with the true identity labels instead of clusters — an
   upper bound, always labelled as supervised.
+- ``untrained``: the initial network (random weights, or the shared self-supervised warm-up) exported
+  without a training step — the reference row every method's gain is measured against.
 
 Each method owns ``module`` (everything trainable plus memory buffers, saved in checkpoints) and
 implements ``start`` (once, on a fresh run), ``prepare_epoch`` (pseudo-labels), ``step`` (loss) and
@@ -39,7 +41,7 @@ from .neighbours import centroid_neighbours, curriculum_k
 from .settings import TrainSettings
 from .transforms import test_transform, train_transform
 
-__all__ = ["METHODS", "MaskCLMethod", "ClusterContrastMethod", "SupervisedMethod"]
+__all__ = ["METHODS", "MaskCLMethod", "ClusterContrastMethod", "SupervisedMethod", "UntrainedMethod"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ def _backbone(s: TrainSettings) -> ReIDBackbone:
 class _Base:
     name = ""
     uses_masks = False
+    trains = True  # False: the engine exports the initial weights without an epoch (the untrained reference)
 
     def __init__(self, settings: TrainSettings, data: TrainData, device: torch.device,
                  batch_size_eval: int = 128) -> None:
@@ -332,6 +335,26 @@ class SupervisedMethod(ClusterContrastMethod):
         return labels, {"clusters": int(labels.max()) + 1, "outliers": 0, "singletons": 0}
 
 
+class UntrainedMethod(_Base):
+    """Reference: the network as every method starts it (same ``pretrained``, arch, pooling), never trained.
+
+    Its row says what the initialisation alone scores, so a method's gain over it is visible; with
+    ``pretrained: ssl`` it is the shared warm-up every method and the supervised bound start from.
+    """
+
+    name = "untrained"
+    trains = False
+
+    def __init__(self, settings: TrainSettings, data: TrainData, device: torch.device, **kw: Any) -> None:
+        super().__init__(settings, data, device, **kw)
+        self.module = nn.ModuleDict({"net": _backbone(settings)})
+        self._to_device(self.module)
+
+    def rgb_backbone(self) -> ReIDBackbone:
+        return self.module["net"]  # type: ignore[return-value]
+
+
 METHODS.register("maskcl", MaskCLMethod)
 METHODS.register("clustercontrast", ClusterContrastMethod)
 METHODS.register("supervised", SupervisedMethod)
+METHODS.register("untrained", UntrainedMethod)

@@ -1,0 +1,108 @@
+"""The SynthCC configs are a faithful miniature of the published recipes (docs/training.md, the scaling table).
+
+Each config is read as Snakemake reads it (``--configfile`` merged recursively over config.yaml,
+then validated), and every dimensionless quantity the scaling rule keeps is checked on the
+effective settings of every run: a changed preset, batch or epoch count that breaks a proportion
+fails here, not silently in a benchmark hours later.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+import yaml
+from snakemake.utils import update_config
+
+from maskcl.config import train_settings, validate_config
+from maskcl.datasets.synthcc.config import expected_counts, resolve_config
+from maskcl.reporting.runs import COMPONENTS, OFFICIAL_COMPONENTS
+from maskcl.training.neighbours import curriculum_k
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ["config.yaml", "configs/synthcc_benchmark.yaml", "configs/synthcc_ablation.yaml"]
+#: Official MaskCL draws 1.27-1.43 samples per training image per epoch (iters x batch / N, per dataset).
+SAMPLES_PER_IMAGE = (1.25, 1.45)
+
+
+def _effective(extra: str) -> Dict[str, Any]:
+    """config.yaml, with ``extra`` merged over it as ``snakemake --configfile`` does, validated."""
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    if extra != "config.yaml":
+        update_config(cfg, yaml.safe_load((ROOT / extra).read_text()))
+    return validate_config(copy.deepcopy(cfg))
+
+
+def _train_images(cfg: Dict[str, Any]) -> int:
+    syn = cfg["data"]["synthcc"]
+    return expected_counts(resolve_config(syn["preset"], syn.get("overrides")))["train"]["images"]
+
+
+@pytest.mark.parametrize("extra", CONFIGS)
+def test_every_run_keeps_the_official_proportions(extra):
+    cfg = _effective(extra)
+    n = _train_images(cfg)
+    for name, exp in cfg["experiments"].items():
+        s = train_settings(cfg, "synthcc", name)
+        if exp["method"] == "untrained":
+            continue
+        draws = s["iters"] * s["batch_size"] / n
+        assert SAMPLES_PER_IMAGE[0] <= draws <= SAMPLES_PER_IMAGE[1], (extra, name, draws)
+        # the rate drops x0.1 at 1/3 and 2/3 of the schedule, as StepLR(20, 0.1) over 60 epochs
+        assert s["epochs"] % 3 == 0 and s["step_size"] == s["epochs"] // 3 and s["gamma"] == 0.1, (extra, name)
+        if exp["method"] == "maskcl":
+            assert (s["batch_size"] // s["num_instances"], s["num_instances"]) == (16, 4), (extra, name)
+            assert (s["momentum"], s["pooling"]) == (0.2, "avg"), (extra, name)
+            # allknn 3 (VC-Clothes-like): k = 0, 1, 2 in the three rate phases, never above the other outfits
+            assert s["allknn"] == 3
+            e = s["epochs"]
+            phases = [{curriculum_k(s["allknn"], ep, e) for ep in range(p * e // 3, (p + 1) * e // 3)}
+                      for p in range(3)]
+            assert phases == [{0}, {1}, {2}], (extra, name, phases)
+        else:  # ClusterContrast's README recipe, and the supervised bound trained with it
+            assert (s["batch_size"], s["num_instances"], s["momentum"], s["pooling"]) == (256, 16, 0.1, "gem"), \
+                (extra, name)
+
+
+@pytest.mark.parametrize("extra", CONFIGS)
+def test_every_method_of_a_config_shares_its_schedule_and_initialisation(extra):
+    cfg = _effective(extra)
+    runs = {name: train_settings(cfg, "synthcc", name) for name in cfg["experiments"]}
+    trained = {name: s for name, s in runs.items() if cfg["experiments"][name]["method"] != "untrained"}
+    assert len({(s["epochs"], s["step_size"], s["pretrained"], s["arch"], s["height"], s["width"])
+                for s in trained.values()}) == 1, extra
+    start = next(iter(trained.values()))["pretrained"]
+    refs = {name: s["pretrained"] for name, s in runs.items() if name not in trained}
+    assert all(p in (start, "none") for p in refs.values()) and (not refs or start in refs.values())
+
+
+def test_the_benchmark_switches_one_component_at_a_time():
+    cfg = _effective("configs/synthcc_benchmark.yaml")
+    changed = {}
+    for name, exp in cfg["experiments"].items():
+        if exp["method"] != "maskcl":
+            continue
+        s = train_settings(cfg, "synthcc", name)
+        changed[name] = {k: s[k] for k in COMPONENTS if s[k] != OFFICIAL_COMPONENTS[k]}
+    assert changed.pop("maskcl") == {}                        # the official recipe
+    best = changed.pop("maskcl_best")
+    assert len(best) > 1
+    assert all(len(c) == 1 for c in changed.values()), changed
+    # every switch the issue names, and both alternative cluster features
+    assert sorted((k, v) for c in changed.values() for k, v in c.items()) == sorted(
+        [("refine", False), ("memory_refresh", True), ("neighbour_loss", False), ("cluster_on", "fused"),
+         ("cluster_on", "concat"), ("crossview_loss", False)])
+    methods = {e["method"] for e in cfg["experiments"].values()}
+    assert methods == {"maskcl", "clustercontrast", "supervised", "untrained"}
+    assert cfg["seeds"] == [0, 1, 2]
+
+
+def test_the_ablation_config_compares_mask_modes_on_the_benchmark_recipe():
+    abl, bench = _effective("configs/synthcc_ablation.yaml"), _effective("configs/synthcc_benchmark.yaml")
+    assert {e.get("mask_mode", "silhouette") for e in abl["experiments"].values() if e["method"] == "maskcl"} == {
+        "silhouette", "parts"}
+    # its maskcl and clustercontrast runs are the benchmark's (same effective settings, so Snakemake reuses them)
+    for name in ("maskcl", "clustercontrast"):
+        assert train_settings(abl, "synthcc", name) == train_settings(bench, "synthcc", name)
