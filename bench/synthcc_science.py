@@ -30,6 +30,8 @@ def collect(runs: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             acc.append(dict(experiment=k.experiment, masks=k.masks, seed=k.seed, protocol=proto,
                             mAP=100 * r["mAP"], R1=100 * r["rank1"], R5=100 * r["rank5"]))
         log = pd.read_csv(run.train_log_path)
+        if log.empty:  # the untrained reference logs no epoch
+            continue
         log["experiment"], log["seed"] = k.experiment, k.seed
         logs.append(log)
     return pd.DataFrame(acc), pd.concat(logs, ignore_index=True)
@@ -69,7 +71,7 @@ def label_table(logs: pd.DataFrame, epochs: list[int]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", type=Path, help="results/<dataset>/runs")
-    ap.add_argument("--epochs", default="1,4,8,12,16", help="epochs of the label-quality table")
+    ap.add_argument("--epochs", default="1,6,12,18", help="epochs of the label-quality table")
     args = ap.parse_args()
     acc, logs = collect(args.runs)
     for proto in acc.protocol.unique():

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict
 
 import pytest
 import yaml
+from snakemake.utils import update_config
 
 from maskcl.config import (check_rules, check_train_rules, load_config, train_origins, train_settings,
                            validate_config)
@@ -217,11 +218,16 @@ def test_valid_overrides_still_pass_and_take_effect():
 
 
 @pytest.mark.parametrize("extra", [None, "configs/synthcc_ablation.yaml", "configs/synthcc_benchmark.yaml",
+                                   "configs/synthcc_benchmark.yaml configs/synthcc_paper_scale.yaml",
                                    "tests/data/config_tiny.yaml"])
 def test_shipped_configs_validate(extra, tmp_path):
     cfg = copy.deepcopy(DEFAULT)
-    if extra:
-        cfg.update(yaml.safe_load((ROOT / extra).read_text()))
+    for name in (extra or "").split():
+        layer = yaml.safe_load((ROOT / name).read_text())
+        if name.startswith("configs/"):  # overlays: merged in order, as snakemake --configfile merges them
+            update_config(cfg, layer)
+        else:                            # the tests' tiny config is a working directory's own config.yaml
+            cfg.update(layer)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     build_plan(load_config(str(path)))

@@ -22,16 +22,18 @@ from maskcl.reporting.runs import COMPONENTS, OFFICIAL_COMPONENTS
 from maskcl.training.neighbours import curriculum_k
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ["config.yaml", "configs/synthcc_benchmark.yaml", "configs/synthcc_ablation.yaml"]
+CONFIGS = ["config.yaml", "configs/synthcc_benchmark.yaml", "configs/synthcc_ablation.yaml",
+           "configs/synthcc_benchmark.yaml configs/synthcc_paper_scale.yaml"]
 #: Official MaskCL draws 1.27-1.43 samples per training image per epoch (iters x batch / N, per dataset).
 SAMPLES_PER_IMAGE = (1.25, 1.45)
 
 
 def _effective(extra: str) -> Dict[str, Any]:
-    """config.yaml, with ``extra`` merged over it as ``snakemake --configfile`` does, validated."""
+    """config.yaml, with the files of ``extra`` merged over it in order as ``snakemake --configfile`` does, validated."""
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    if extra != "config.yaml":
-        update_config(cfg, yaml.safe_load((ROOT / extra).read_text()))
+    for name in extra.split():
+        if name != "config.yaml":
+            update_config(cfg, yaml.safe_load((ROOT / name).read_text()))
     return validate_config(copy.deepcopy(cfg))
 
 
@@ -78,8 +80,9 @@ def test_every_method_of_a_config_shares_its_schedule_and_initialisation(extra):
     assert all(p in (start, "none") for p in refs.values()) and (not refs or start in refs.values())
 
 
-def test_the_benchmark_switches_one_component_at_a_time():
-    cfg = _effective("configs/synthcc_benchmark.yaml")
+@pytest.mark.parametrize("extra", CONFIGS[1::2])
+def test_the_benchmark_switches_one_component_at_a_time(extra):
+    cfg = _effective(extra)
     changed = {}
     for name, exp in cfg["experiments"].items():
         if exp["method"] != "maskcl":
@@ -97,6 +100,14 @@ def test_the_benchmark_switches_one_component_at_a_time():
     methods = {e["method"] for e in cfg["experiments"].values()}
     assert methods == {"maskcl", "clustercontrast", "supervised", "untrained"}
     assert cfg["seeds"] == [0, 1, 2]
+
+
+def test_the_paper_scale_config_is_the_official_recipe():
+    cfg = _effective("configs/synthcc_benchmark.yaml configs/synthcc_paper_scale.yaml")
+    s = train_settings(cfg, "synthcc", "maskcl")
+    assert (s["arch"], s["pretrained"], s["height"], s["width"], s["epochs"], s["step_size"]) == (
+        "resnet50", "imagenet", 256, 128, 60, 20)
+    assert _train_images(cfg) == 9792
 
 
 def test_the_ablation_config_compares_mask_modes_on_the_benchmark_recipe():
