@@ -71,7 +71,7 @@ def label_table(logs: pd.DataFrame, epochs: list[int]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", type=Path, help="results/<dataset>/runs")
-    ap.add_argument("--epochs", default="1,6,12,18", help="epochs of the label-quality table")
+    ap.add_argument("--epochs", default="1,4,8,12", help="epochs of the label-quality table")
     args = ap.parse_args()
     acc, logs = collect(args.runs)
     for proto in acc.protocol.unique():
