@@ -166,9 +166,10 @@ def test_schedule_that_trains_nothing(key, where):
 def test_schedule_rule_itself_names_both_keys():
     cfg = validate_config(copy.deepcopy(DEFAULT))
     settings = dict(train_settings(cfg, "synthcc", "maskcl"), iters=0)  # as if the schema had let it through
+    epochs = settings["epochs"]
     with pytest.raises(ConfigError, match=re.escape("key train.iters (0): the schedule train.epochs x train.iters = "
-                                                    "12 x 0 makes no optimisation step, yet model.pt would be written; "
-                                                    "set train.iters to 1 or more")):
+                                                    f"{epochs} x 0 makes no optimisation step, yet model.pt would be "
+                                                    "written; set train.iters to 1 or more")):
         check_train_rules(settings, train_origins(cfg, "synthcc", "maskcl"), "maskcl")
 
 
