@@ -154,17 +154,13 @@ def aggregate_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
         row.update({c: first[c] for c in carry})
         row["n"] = int(len(grp))
         row["seeds"] = ";".join(str(int(s)) for s in sorted(grp["seed"]))
-        for k in METRIC_KEYS:
-            vals = grp[k].to_numpy(np.float64)
-            ok = vals[~np.isnan(vals)]
-            row[f"{k}_mean"] = float(ok.mean()) if ok.size else float("nan")
-            row[f"{k}_std"] = float(ok.std(ddof=1)) if ok.size > 1 else float("nan")
-            row[f"{k}_n"] = int(ok.size)
-        for k in LAST_QUALITY.values():
+        for k in (*METRIC_KEYS, *LAST_QUALITY.values()):
             vals = grp[k].to_numpy(np.float64) if k in grp else np.array([])
             ok = vals[~np.isnan(vals)]
             row[f"{k}_mean"] = float(ok.mean()) if ok.size else float("nan")
             row[f"{k}_std"] = float(ok.std(ddof=1)) if ok.size > 1 else float("nan")
+            if k in METRIC_KEYS:
+                row[f"{k}_n"] = int(ok.size)
         for k in _COUNTS:
             vals = grp[k].dropna().unique() if k in grp else []
             if len(vals) > 1:
