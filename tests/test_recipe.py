@@ -22,8 +22,9 @@ from maskcl.reporting.runs import COMPONENTS, OFFICIAL_COMPONENTS
 from maskcl.training.neighbours import curriculum_k
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ["config.yaml", "configs/synthcc_benchmark.yaml", "configs/synthcc_ablation.yaml",
-           "configs/synthcc_benchmark.yaml configs/synthcc_paper_scale.yaml"]
+BENCHMARK = "configs/synthcc_benchmark.yaml configs/synthcc_switches.yaml"   # both stages
+CONFIGS = ["config.yaml", "configs/synthcc_benchmark.yaml", BENCHMARK, "configs/synthcc_ablation.yaml",
+           f"{BENCHMARK} configs/synthcc_paper_scale.yaml"]
 #: Official MaskCL draws 1.27-1.43 samples per training image per epoch (iters x batch / N, per dataset).
 SAMPLES_PER_IMAGE = (1.25, 1.45)
 
@@ -80,7 +81,7 @@ def test_every_method_of_a_config_shares_its_schedule_and_initialisation(extra):
     assert all(p in (start, "none") for p in refs.values()) and (not refs or start in refs.values())
 
 
-@pytest.mark.parametrize("extra", CONFIGS[1::2])
+@pytest.mark.parametrize("extra", [BENCHMARK, f"{BENCHMARK} configs/synthcc_paper_scale.yaml"])
 def test_the_benchmark_switches_one_component_at_a_time(extra):
     cfg = _effective(extra)
     changed = {}
@@ -100,6 +101,19 @@ def test_the_benchmark_switches_one_component_at_a_time(extra):
     methods = {e["method"] for e in cfg["experiments"].values()}
     assert methods == {"maskcl", "clustercontrast", "supervised", "untrained"}
     assert cfg["seeds"] == [0, 1, 2]
+
+
+def test_the_verdict_stage_holds_the_compared_rows_and_the_switches_reuse_them():
+    verdict, both = _effective("configs/synthcc_benchmark.yaml"), _effective(BENCHMARK)
+    assert {n: e["method"] for n, e in verdict["experiments"].items()} == {
+        "maskcl": "maskcl", "clustercontrast": "clustercontrast", "supervised": "supervised",
+        "untrained": "untrained", "untrained_random": "untrained"}
+    added = set(both["experiments"]) - set(verdict["experiments"])
+    assert len(added) == 7 and all(both["experiments"][n]["method"] == "maskcl" for n in added)
+    # stage 2 reruns nothing of stage 1: every verdict run has the same effective settings in both
+    for name in verdict["experiments"]:
+        assert train_settings(both, "synthcc", name) == train_settings(verdict, "synthcc", name), name
+    assert both["seeds"] == verdict["seeds"] == [0, 1, 2]
 
 
 def test_the_paper_scale_config_is_the_official_recipe():
