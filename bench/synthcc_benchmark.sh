@@ -9,6 +9,8 @@
 # a killed training run resumes from its last epoch). Run from the repository root, after the README's setup:
 #   bash bench/synthcc_benchmark.sh [more config files, merged over the benchmark: e.g. configs/synthcc_paper_scale.yaml]
 # Extra snakemake options go in $SNAKEMAKE_ARGS (e.g. "--resources gpu=4"; the default allows one training job).
+# On 2 CPU cores, two 1-thread training jobs side by side did about 15 % more work per hour than one 2-thread job
+# (docs/benchmarks.md): SNAKEMAKE_ARGS="--set-threads train=1 evaluate=1 --resources gpu=2".
 set -euo pipefail
 snakemake=${SNAKEMAKE:-.venv/bin/snakemake}
 seeds_file=$(mktemp --suffix=.yaml)   # `--config seeds=[0]` would hand the schema the string '0'
