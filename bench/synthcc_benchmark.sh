@@ -2,7 +2,8 @@
 # The SynthCC benchmark stage by stage and seed by seed (docs/benchmarks.md, "Science"):
 #   stage `verdict`:  configs/synthcc_benchmark.yaml, the official MaskCL recipe, ClusterContrast, the supervised
 #                     bound and the untrained references (~1.5 h on 2 cores for 3 seeds);
-#   stage `switches`: the same plus configs/synthcc_switches.yaml, one switch at a time (~4.5 h more).
+#   stage `variant`:  the same plus configs/synthcc_variant.yaml, the pre-registered MaskCL variant (~1.5 h more);
+#   stage `switches`: the same plus configs/synthcc_switches.yaml, one switch at a time (~3 h more).
 # Each stage runs seeds [0], [0, 1], [0, 1, 2]; after every step the tables rule has written results/tables/ for the
 # finished seeds, and this script keeps a copy in results/benchmark/<stage>-seeds<0..s>/, so a session that ends
 # early leaves its finished tables behind, and a rerun continues where it stopped (Snakemake reuses finished runs;
@@ -15,8 +16,9 @@ set -euo pipefail
 snakemake=${SNAKEMAKE:-.venv/bin/snakemake}
 seeds_file=$(mktemp --suffix=.yaml)   # `--config seeds=[0]` would hand the schema the string '0'
 trap 'rm -f "$seeds_file"' EXIT
-for stage in verdict switches; do
+for stage in verdict variant switches; do
   configs=(configs/synthcc_benchmark.yaml)
+  [[ $stage != verdict ]] && configs+=(configs/synthcc_variant.yaml)
   [[ $stage == switches ]] && configs+=(configs/synthcc_switches.yaml)
   seeds=""
   for seed in 0 1 2; do

@@ -219,8 +219,9 @@ def test_valid_overrides_still_pass_and_take_effect():
 
 
 @pytest.mark.parametrize("extra", [None, "configs/synthcc_ablation.yaml", "configs/synthcc_benchmark.yaml",
-                                   "configs/synthcc_benchmark.yaml configs/synthcc_switches.yaml",
-                                   "configs/synthcc_benchmark.yaml configs/synthcc_switches.yaml"
+                                   "configs/synthcc_benchmark.yaml configs/synthcc_variant.yaml",
+                                   "configs/synthcc_benchmark.yaml configs/synthcc_variant.yaml configs/synthcc_switches.yaml",
+                                   "configs/synthcc_benchmark.yaml configs/synthcc_variant.yaml configs/synthcc_switches.yaml"
                                    " configs/synthcc_paper_scale.yaml",
                                    "configs/synthcc_benchmark.yaml configs/synthcc_headroom.yaml",
                                    "tests/data/config_tiny.yaml"])

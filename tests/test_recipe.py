@@ -22,8 +22,9 @@ from maskcl.reporting.runs import COMPONENTS, OFFICIAL_COMPONENTS
 from maskcl.training.neighbours import curriculum_k
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARK = "configs/synthcc_benchmark.yaml configs/synthcc_switches.yaml"   # both stages
-CONFIGS = ["config.yaml", "configs/synthcc_benchmark.yaml", BENCHMARK, "configs/synthcc_ablation.yaml",
+VARIANT = "configs/synthcc_benchmark.yaml configs/synthcc_variant.yaml"       # stages 1 and 2
+BENCHMARK = f"{VARIANT} configs/synthcc_switches.yaml"                          # all three stages
+CONFIGS = ["config.yaml", "configs/synthcc_benchmark.yaml", VARIANT, BENCHMARK, "configs/synthcc_ablation.yaml",
            f"{BENCHMARK} configs/synthcc_paper_scale.yaml"]
 #: Official MaskCL draws 1.27-1.43 samples per training image per epoch (iters x batch / N, per dataset).
 SAMPLES_PER_IMAGE = (1.25, 1.45)
@@ -103,17 +104,19 @@ def test_the_benchmark_switches_one_component_at_a_time(extra):
     assert cfg["seeds"] == [0, 1, 2]
 
 
-def test_the_verdict_stage_holds_the_compared_rows_and_the_switches_reuse_them():
-    verdict, both = _effective("configs/synthcc_benchmark.yaml"), _effective(BENCHMARK)
+def test_each_stage_adds_rows_and_reuses_every_run_of_the_stages_before():
+    verdict, variant, switches = (_effective(c) for c in ("configs/synthcc_benchmark.yaml", VARIANT, BENCHMARK))
     assert {n: e["method"] for n, e in verdict["experiments"].items()} == {
         "maskcl": "maskcl", "clustercontrast": "clustercontrast", "supervised": "supervised",
         "untrained": "untrained", "untrained_random": "untrained"}
-    added = set(both["experiments"]) - set(verdict["experiments"])
-    assert len(added) == 7 and all(both["experiments"][n]["method"] == "maskcl" for n in added)
-    # stage 2 reruns nothing of stage 1: every verdict run has the same effective settings in both
-    for name in verdict["experiments"]:
-        assert train_settings(both, "synthcc", name) == train_settings(verdict, "synthcc", name), name
-    assert both["seeds"] == verdict["seeds"] == [0, 1, 2]
+    assert set(variant["experiments"]) - set(verdict["experiments"]) == {"maskcl_best"}
+    added = set(switches["experiments"]) - set(variant["experiments"])
+    assert len(added) == 6 and all(switches["experiments"][n]["method"] == "maskcl" for n in added)
+    # a later stage reruns nothing of an earlier one: every run has the same effective settings in both
+    for earlier, later in ((verdict, variant), (variant, switches)):
+        for name in earlier["experiments"]:
+            assert train_settings(later, "synthcc", name) == train_settings(earlier, "synthcc", name), name
+    assert switches["seeds"] == variant["seeds"] == verdict["seeds"] == [0, 1, 2]
 
 
 def test_the_paper_scale_config_is_the_official_recipe():
