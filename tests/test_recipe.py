@@ -94,6 +94,8 @@ def test_the_benchmark_switches_one_component_at_a_time(extra):
     assert changed.pop("maskcl") == {}                        # the official recipe
     best = changed.pop("maskcl_best")
     assert len(best) > 1
+    # the paper-described variant: both neighbour keys, nothing else
+    assert changed.pop("maskcl_cosine") == {"neighbour_weights": "cosine", "neighbour_reduction": "per_sample"}
     assert all(len(c) == 1 for c in changed.values()), changed
     # every switch the issue names, and both alternative cluster features
     assert sorted((k, v) for c in changed.values() for k, v in c.items()) == sorted(
@@ -107,8 +109,8 @@ def test_the_benchmark_switches_one_component_at_a_time(extra):
 def test_each_stage_adds_rows_and_reuses_every_run_of_the_stages_before():
     verdict, variant, switches = (_effective(c) for c in ("configs/synthcc_benchmark.yaml", VARIANT, BENCHMARK))
     assert {n: e["method"] for n, e in verdict["experiments"].items()} == {
-        "maskcl": "maskcl", "clustercontrast": "clustercontrast", "supervised": "supervised",
-        "untrained": "untrained", "untrained_random": "untrained"}
+        "maskcl": "maskcl", "maskcl_cosine": "maskcl", "clustercontrast": "clustercontrast",
+        "supervised": "supervised", "untrained": "untrained", "untrained_random": "untrained"}
     assert set(variant["experiments"]) - set(verdict["experiments"]) == {"maskcl_best"}
     added = set(switches["experiments"]) - set(variant["experiments"])
     assert len(added) == 6 and all(switches["experiments"][n]["method"] == "maskcl" for n in added)

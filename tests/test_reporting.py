@@ -485,9 +485,10 @@ def test_ablation_tables(report, ws):
     md = (out / "tables" / "ablation_components.md").read_text()
     cells = lambda start: [c.strip() for c in next(x for x in md.splitlines() if x.startswith(start)).split("|")]  # noqa: E731
     line = cells("| `maskcl_no_crossview`")
-    # columns: experiment, masks, cross-view, neighbour, refinement, memory refresh, clustered on, ARI id, ARI outfit
-    assert line[3:8] == ["off", "on", "on", "off", "rgb"]
-    assert cells("| `maskcl_refresh_concat`")[3:8] == ["on", "on", "on", "on", "concat"]
+    # columns: experiment, masks, cross-view, neighbour, nbr weights, nbr reduction, refinement, memory refresh,
+    # clustered on, ARI id, ARI outfit
+    assert line[3:10] == ["off", "on", "official", "official", "on", "off", "rgb"]
+    assert cells("| `maskcl_refresh_concat`")[3:10] == ["on", "on", "official", "official", "on", "on", "concat"]
     # official recipe first, then by the number of switches changed (one each here), then the other methods
     order = [x.split("|")[1].strip() for x in md.splitlines() if x.startswith("| ") and "---" not in x][1:]
     assert order.index("`maskcl`") < order.index("`maskcl_no_crossview`") < order.index(
@@ -499,10 +500,10 @@ def test_ablation_tables(report, ws):
     official = comp[(comp.experiment == "maskcl") & (comp.masks == "groundtruth-silhouette") & (comp.protocol == "cc")]
     assert official["last_ari_id_mean"].iloc[0] == pytest.approx(ari.mean())
     assert official["last_ari_id_std"].iloc[0] == pytest.approx(ari.std(ddof=1))
-    assert cells("| `maskcl` | `groundtruth-silhouette`")[8] == f"{100 * ari.mean():.1f} ± {100 * ari.std(ddof=1):.1f}"
+    assert cells("| `maskcl` | `groundtruth-silhouette`")[10] == f"{100 * ari.mean():.1f} ± {100 * ari.std(ddof=1):.1f}"
     # rows without pseudo-labels leave the ARI cells empty (the supervised log has none; untrained has no epoch)
-    assert cells("| supervised (upper bound)")[8:10] == ["", ""]
-    assert cells("| untrained network (reference)")[8:10] == ["", ""] and "Untrained network (reference" in md
+    assert cells("| supervised (upper bound)")[10:12] == ["", ""]
+    assert cells("| untrained network (reference)")[10:12] == ["", ""] and "Untrained network (reference" in md
     masks = pd.read_csv(out / "tables" / "ablation_masks.csv")
     assert set(masks[masks.dataset == "synthcc"].masks) == {"groundtruth-silhouette", "groundtruth-parts"}
     assert set(masks.mask_mode.dropna()) == {"silhouette", "parts"}
@@ -513,6 +514,10 @@ def test_ablation_tables(report, ws):
     assert {"maskcl", "clustercontrast", "supervised", "untrained"} <= set(meth.experiment)
     # the wide ablation cells are the same numbers as the long table
     agg = pd.read_csv(out / "tables" / "results.csv")
+    # a run off the official switches is labelled a variant, never MaskCL
+    labels = dict(zip(agg.experiment, agg.label))
+    assert labels["maskcl"] == "MaskCL (re-impl.)"
+    assert labels["maskcl_no_crossview"] == "MaskCL (re-impl.) variant: maskcl_no_crossview"
     cc = agg[(agg.experiment == "clustercontrast") & (agg.protocol == "cc_maskcl")].iloc[0]
     mline = next(x for x in (out / "tables" / "ablation_methods.md").read_text().splitlines()
                  if x.startswith("| ClusterContrast (re-impl.) | `none` |"))

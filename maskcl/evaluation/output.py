@@ -15,6 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..hardware import cpu_model
 from ..io import atomic_path, write_json_atomic
 from ..errors import EvaluationError
 from .protocols import ProtocolResult, headline_protocol
@@ -56,7 +57,7 @@ def provenance(config: Optional[Mapping[str, Any]] = None, *, device: Any = None
     -------
     dict
         ``git_commit`` (None outside a git checkout), ``git_dirty``, versions, ``device``,
-        ``gpu_count``, ``gpu_names``, CPU and thread counts, ``batch_size``, ``run_time_s``,
+        ``gpu_count``, ``gpu_names``, ``cpu_model``, CPU and thread counts, ``batch_size``, ``run_time_s``,
         ``timestamp_utc``, ``config``.
     """
     import torch
@@ -78,6 +79,7 @@ def provenance(config: Optional[Mapping[str, Any]] = None, *, device: Any = None
         "device": str(device) if device is not None else None,
         "gpu_count": gpu_count,
         "gpu_names": [torch.cuda.get_device_name(i) for i in range(gpu_count)],
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "batch_size": batch_size,

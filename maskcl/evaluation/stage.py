@@ -79,12 +79,14 @@ def evaluate_model(dataset: str, manifest: pd.DataFrame, model: Callable[[torch.
                    transform: Callable[[Any], torch.Tensor], out_metrics: os.PathLike | str,
                    out_ranks: os.PathLike | str, *, settings: Optional[EvalSettings] = None,
                    device: Any = "cpu", config: Optional[Mapping[str, Any]] = None, max_rank: int = 50,
-                   chunk_size: Optional[int] = None) -> Dict[str, ProtocolResult]:
+                   chunk_size: Optional[int] = None,
+                   training: Optional[Mapping[str, Any]] = None) -> Dict[str, ProtocolResult]:
     """Extract features for exactly the rows the protocols need, then ``evaluate_run``.
 
     ``settings`` (default the schema's) gives ``flip``, ``batch_size`` and ``workers`` of the
     extraction and everything ``evaluate_run`` uses; ``device`` is the resolved device. Features
-    are L2-normalised (the official MaskCL evaluator ranks normalised BN features).
+    are L2-normalised (the official MaskCL evaluator ranks normalised BN features). ``training`` (the
+    hardware record of ``model.pt``) becomes ``provenance.training``.
     """
     s = settings if settings is not None else EvalSettings.defaults()
     flip, batch_size = bool(s.flip), int(s.batch_size)
@@ -94,7 +96,8 @@ def evaluate_model(dataset: str, manifest: pd.DataFrame, model: Callable[[torch.
     feats = extract_features(model, paths, transform, batch_size=batch_size, device=device, flip=flip,
                              normalize=True, num_workers=int(s.workers))
     prov = make_provenance(config, device=device, batch_size=batch_size,
-                           extra={"feature_extraction_s": round(time.perf_counter() - t0, 3), "flip": flip})
+                           extra={"feature_extraction_s": round(time.perf_counter() - t0, 3), "flip": flip,
+                                  **({"training": dict(training)} if training is not None else {})})
     return evaluate_run(dataset, manifest, feats, out_metrics, out_ranks, settings=s, feature_rows=rows,
                         provenance=prov, max_rank=max_rank, chunk_size=chunk_size, device=device)
 
@@ -128,4 +131,4 @@ def evaluate_checkpoint(dataset: str, manifest_path: os.PathLike | str, model_pa
     model, transform, meta = load_model(model_path, dev)
     config = {"run": dict(run or {}), "train": meta.get("settings"), "evaluate": section, "model": str(model_path)}
     return evaluate_model(dataset, manifest, model, transform, out_metrics, out_ranks, settings=record, device=dev,
-                          config=config)
+                          config=config, training=meta.get("training"))

@@ -9,7 +9,7 @@ settings. MaskCL runs also keep the mask branch under ``mask_state_dict`` for an
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -26,16 +26,17 @@ MODEL_FORMAT = "maskcl-model/1"
 
 def save_model(path: str | Path, *, method: str, arch: str, dim: int, pooling: str, last_stride: int,
                input_size: Sequence[int], settings: Mapping[str, Any], seed: int, epochs: int, train_images: int,
-               weights: Mapping[str, Any]) -> None:
+               weights: Mapping[str, Any], training: Optional[Mapping[str, Any]] = None) -> None:
     """Write ``model.pt`` atomically: the metadata keys in this fixed order, then ``weights``.
 
     ``weights`` holds ``state_dict`` (the RGB branch) and, for MaskCL, ``mask_state_dict``; ``settings``
-    is the training settings as a plain dict, stored for provenance.
+    is the training settings as a plain dict, ``training`` the hardware that trained it
+    (``maskcl.hardware.training_hardware``), both stored for provenance.
     """
     payload: Dict[str, Any] = {
         "format": MODEL_FORMAT, "method": method, "arch": arch, "dim": dim, "pooling": pooling,
         "last_stride": last_stride, "input_size": list(input_size), "settings": settings, "seed": seed,
-        "epochs": epochs, "train_images": train_images,
+        "epochs": epochs, "train_images": train_images, "training": dict(training or {}),
     }
     payload.update(weights)
     with atomic_path(path, suffix=".pt") as tmp:

@@ -3,7 +3,7 @@
 Two independent backbones (no weight sharing): the RGB branch sees the augmented image, the mask
 branch the person's mask (silhouette or part map, as 3-channel grayscale). A fusion module maps the
 *detached* concatenation of both embeddings to a fused embedding (Linear 2D→D, BN with frozen bias,
-L2). Each branch has a projection head (Linear D→D, BN, L2) on its pooled feature; only the RGB
+L2). Each branch has a projection head (Linear D→D, BN with frozen bias, L2) on its pooled feature; only the RGB
 one is used, as the student side of the cross-view losses. At test time only the RGB branch runs.
 """
 
@@ -21,12 +21,18 @@ __all__ = ["ProjectionHead", "FusionModule", "MaskCLNet", "MaskCLOutput"]
 
 
 class ProjectionHead(nn.Module):
-    """Linear(D→D) + BN + L2 on the pooled feature (the official ``embeddingmodel``)."""
+    """Linear(D→D) + BN (frozen zero bias) + L2 on the pooled feature.
+
+    The official head is ``full_connect`` + ``full_bn`` in SiCL ``maskcl/models/resnet.py`` (lines 73-81):
+    its BatchNorm bias is frozen at zero, like the BN neck's and the fusion module's, so it is neither
+    trained nor weight-decayed.
+    """
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.fc = nn.Linear(dim, dim)
         self.bn = nn.BatchNorm1d(dim)
+        self.bn.bias.requires_grad_(False)
         nn.init.kaiming_normal_(self.fc.weight, mode="fan_out")
         nn.init.zeros_(self.fc.bias)
 

@@ -79,7 +79,7 @@ def per_seed_frame(runs: Sequence[Run], quality: Optional[Mapping[Path, Mapping[
                 "short": protocol_short(run.key.dataset, name, summ.get("description")),
                 "rule": summ.get("rule"), "single_shot": bool(summ.get("single_shot", False)),
                 "experiment": run.key.experiment, "method": run.method, "supervision": supervision(run.method),
-                "group": group_of(run.method), "label": run_label(run.key.experiment, run.method),
+                "group": group_of(run.method), "label": run_label(run.key.experiment, run.method, run.variant),
                 "masks": run.key.masks, "mask_source": run.key.mask_source, "mask_mode": run.key.mask_mode,
                 "seed": run.key.seed,
             }
@@ -207,7 +207,7 @@ def cmc_frame(runs: Sequence[Run], dataset: str, protocol: str, max_rank: int) -
             col = arr[:, r]
             rows.append({"dataset": dataset, "protocol": protocol, "experiment": run.key.experiment,
                          "method": run.method, "masks": run.key.masks,
-                         "label": f"{run_label(run.key.experiment, run.method)} [{run.key.masks}]",
+                         "label": f"{run_label(run.key.experiment, run.method, run.variant)} [{run.key.masks}]",
                          "supervision": supervision(run.method), "rank": r + 1,
                          "cmc_mean": float(np.mean(col)),
                          "cmc_std": float(np.std(col, ddof=1)) if col.size > 1 else float("nan"), "n": int(col.size)})

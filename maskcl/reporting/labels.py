@@ -73,9 +73,13 @@ def supervision(method: str) -> str:
     return "none" if method in UNTRAINED_METHODS else "unsupervised"
 
 
-def run_label(experiment: str, method: str) -> str:
-    """``MaskCL (re-impl.)`` for the experiment named after its method, else ``MaskCL (re-impl.): <experiment>``."""
+def run_label(experiment: str, method: str, variant: bool = False) -> str:
+    """``MaskCL (re-impl.)`` for the experiment named after its method, else ``MaskCL (re-impl.): <experiment>``;
+    a run whose component switches differ from the official code's is ``MaskCL (re-impl.) variant: <experiment>``
+    whatever its name, so a variant is never read as the method."""
     name = method_name(method)
+    if variant:
+        return f"{name} variant: {experiment}"
     return name if experiment == method else f"{name}: {experiment}"
 
 

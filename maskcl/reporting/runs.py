@@ -45,12 +45,16 @@ COUNT_KEYS: Tuple[str, ...] = ("num_queries", "num_valid_queries", "num_skipped_
 #: Slack of the consistency checks (rank-k against the CMC, CMC monotone): float noise of a mean.
 _TOL = 1e-6
 
+#: Methods whose runs have the component switches below.
+MASKCL_METHODS: Tuple[str, ...] = ("maskcl",)
 #: MaskCL component switches (``TrainSettings`` keys) compared in the component ablation, with labels.
-COMPONENTS: Dict[str, str] = {"crossview_loss": "Cross-view", "neighbour_loss": "Neighbour", "refine": "Refinement",
-                              "memory_refresh": "Memory refresh", "cluster_on": "Clustered on"}
-#: Each switch's value in the official MaskCL recipe (run_code.sh): a run that differs in any is an ablation.
-OFFICIAL_COMPONENTS: Dict[str, Any] = {"crossview_loss": True, "neighbour_loss": True, "refine": True,
-                                       "memory_refresh": False, "cluster_on": "rgb"}
+COMPONENTS: Dict[str, str] = {"crossview_loss": "Cross-view", "neighbour_loss": "Neighbour",
+                              "neighbour_weights": "Nbr weights", "neighbour_reduction": "Nbr reduction",
+                              "refine": "Refinement", "memory_refresh": "Memory refresh", "cluster_on": "Clustered on"}
+#: Each switch's value in the official MaskCL code (run_code.sh): a run that differs in any is a variant.
+OFFICIAL_COMPONENTS: Dict[str, Any] = {"crossview_loss": True, "neighbour_loss": True, "neighbour_weights": "official",
+                                       "neighbour_reduction": "official", "refine": True, "memory_refresh": False,
+                                       "cluster_on": "rgb"}
 
 #: What ``provenance.config.run`` must hold: the run's identity.
 IDENTITY: Tuple[str, ...] = ("dataset", "experiment", "masks", "seed")
@@ -102,6 +106,12 @@ class Run:
     @property
     def folder(self) -> Path:
         return self.metrics_path.parent
+
+    @property
+    def variant(self) -> bool:
+        """A MaskCL run with a component switch off its official value: labelled a variant, never MaskCL."""
+        return self.method in MASKCL_METHODS and any(
+            k in self.components and self.components[k] != v for k, v in OFFICIAL_COMPONENTS.items())
 
 
 def component_flags(settings: Mapping[str, Any]) -> Dict[str, Any]:

@@ -285,7 +285,7 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
         if masks is not None and idx is not None:
             _check_grid_masks(frame, str(run.key.mask_mode), idx, indexes[(run.key.dataset, str(run.key.mask_source))])
         short = protocol_short(run.key.dataset, protocol)
-        title = (f"{dataset_name(run.key.dataset)} | {run_label(run.key.experiment, run.method)} | masks "
+        title = (f"{dataset_name(run.key.dataset)} | {run_label(run.key.experiment, run.method, run.variant)} | masks "
                  f"{run.key.masks} | seed {run.key.seed} | protocol {protocol}: {short} | green: correct, red: other "
                  f"identity, grey dashed: junk (excluded by the protocol)")
         png = (figures_dir / "retrieval" / run.key.dataset / run.key.experiment / run.key.masks /
@@ -299,7 +299,7 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
         if run.train_log_path is None:
             continue
         logs.setdefault(run.key.group, []).append((run.key.seed, train_logs_read[run.folder]))
-        labels[run.key.group] = f"{run_label(run.key.experiment, run.method)} [{run.key.masks}]"
+        labels[run.key.group] = f"{run_label(run.key.experiment, run.method, run.variant)} [{run.key.masks}]"
     curve_jobs = []
     for (d, e, m), group_logs in logs.items():
         frame = curves_frame(group_logs)

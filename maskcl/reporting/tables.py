@@ -21,7 +21,7 @@ from .aggregate import METRIC_HEADERS, METRIC_KEYS, dataset_order, protocol_orde
 from .labels import GROUPS, dataset_name, group_title, method_name, protocol_short
 from .published import PublishedEntry, published_frame
 from .render import Code, Column, Metric, Rich, RowGroup, Section, Table, tables_to_latex, tables_to_markdown
-from .runs import COMPONENTS, OFFICIAL_COMPONENTS
+from .runs import COMPONENTS, MASKCL_METHODS, OFFICIAL_COMPONENTS
 
 __all__ = ["TABLE_METRICS", "ABLATION_METRICS", "results_tables", "headline_table", "ablation_mask_tables",
            "ablation_method_tables", "ablation_component_tables", "published_table", "write_table_files",
@@ -41,8 +41,6 @@ _QUALITY_NOTE = ("ARI id / ARI outfit: adjusted Rand index (×100, mean ± std o
                  "pseudo-labels against the true identities and against the outfits (clothes ids); a row whose "
                  "clusters follow outfits rather than people scores high on the second. Empty for rows without "
                  "pseudo-labels (supervised, untrained) and for methods without the switch.")
-#: Methods whose runs the component switches apply to.
-MASKCL_METHODS = ("maskcl",)
 _PUBLISHED_NOTE = ("Published rows quote the cited source (status V: verified there; I: inferred from an issue "
                    "thread or the authors' own words) and appear only under the protocol they were reported "
                    "with; empty cells were not reported.")

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..hardware import training_hardware
 from ..io import atomic_path, write_text_atomic
 from ..models.export import save_model
 from .comm import LocalComm
@@ -51,7 +52,8 @@ class TrainResult:
 
 
 def _autocast(device: torch.device, amp: str):
-    if device.type == "cuda" and amp in ("auto", "bf16", "on"):
+    """``train.amp``: ``off`` (default) is float32 throughout, as the official code; autocast on a GPU only."""
+    if device.type == "cuda" and amp == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     if device.type == "cuda" and amp == "fp16":
         return torch.autocast("cuda", dtype=torch.float16)
@@ -168,7 +170,8 @@ def _run_epoch(method: Any, s: TrainSettings, data: TrainData, epoch: int, seed:
     seed_everything(seed, epoch)
     stats = method.prepare_epoch(epoch)
     t_cluster = time.time() - t0
-    sampler = CameraAwarePKSampler(method.labels, data.camids, s.batch_size, s.num_instances, s.iters, seed)
+    sampler = CameraAwarePKSampler(method.labels, data.camids, s.batch_size, s.num_instances, s.iters, seed,
+                                   replacement=s.sampler_replacement)
     gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, 7]).generate_state(1)[0]))
     # the global batches; under DDP each rank keeps its contiguous slice of every one
     loader = DataLoader(method.dataset(), batch_sampler=[method.comm.local_batch(b)
@@ -208,6 +211,9 @@ def _run_epoch(method: Any, s: TrainSettings, data: TrainData, epoch: int, seed:
 def _export(method: Any, s: TrainSettings, data: TrainData, seed: int, out_model: str,
             epochs: Optional[int] = None) -> None:
     """``model.pt`` of the trained method (format: ``maskcl.models.export``); ``epochs`` run, default all."""
+    hardware = training_hardware(method.device, world_size=s.world_size, bn_groups=s.bn_groups,
+                                 batch_size=s.batch_size, amp=s.amp)
     save_model(out_model, method=s.method, arch=s.arch, dim=method.rgb_backbone().dim, pooling=s.pooling,
                last_stride=s.last_stride, input_size=[s.height, s.width], settings=s.to_dict(), seed=seed,
-               epochs=s.epochs if epochs is None else epochs, train_images=len(data), weights=method.export())
+               epochs=s.epochs if epochs is None else epochs, train_images=len(data), weights=method.export(),
+               training=hardware)

@@ -158,12 +158,22 @@ class MaskCLMethod(_Base):
 
     @torch.no_grad()
     def start(self) -> None:
-        """Initialise the three memories once from eval-mode features (never re-extracted)."""
+        """Initialise the three memories once from eval-mode features (never re-extracted).
+
+        ``memory_init: official`` does what ``CMC.py`` lines 242-253 do: the mask memory from the masks
+        through the test transform (no grayscale, unlike training) and the fusion memory from the *RGB*
+        features; ``consistent`` feeds the mask memory grayscale masks, as training does, and the fusion
+        memory fused features.
+        """
         net = self.net
+        official = self.s.memory_init == "official"
         f_r = self._extract_rgb(net.rgb)
-        f_m = self._extract(net.mask, self.data.mask_paths, grayscale=True, reader=self.data.mask_reader())
-        net.fusion.eval()
-        f_f = net.fusion(f_r.to(self.device), f_m.to(self.device)).cpu()
+        f_m = self._extract(net.mask, self.data.mask_paths, grayscale=not official, reader=self.data.mask_reader())
+        if official:
+            f_f = f_r
+        else:
+            net.fusion.eval()
+            f_f = net.fusion(f_r.to(self.device), f_m.to(self.device)).cpu()
         self.module["mem_rgb"].init_features(f_r)
         self.module["mem_mask"].init_features(f_m)
         self.module["mem_fused"].init_features(f_f)
@@ -195,7 +205,7 @@ class MaskCLMethod(_Base):
         self.k_epoch = curriculum_k(s.allknn, epoch, s.epochs) if s.neighbour_loss else 0
         if self.k_epoch > 0:
             cents = self.module["mem_fused"].centroids()
-            self.nbr_idx, self.nbr_sim = centroid_neighbours(cents, self.k_epoch)
+            self.nbr_idx, self.nbr_sim = centroid_neighbours(cents, self.k_epoch, weights=s.neighbour_weights)
         stats = clusters.stats()
         stats["neighbours_k"] = self.k_epoch
         stats.update(label_stats(self.labels, self.data.pids, self.data.clothes))
@@ -219,11 +229,13 @@ class MaskCLMethod(_Base):
             mem: InstanceMemory = self.module[f"mem_{stream}"]  # type: ignore[assignment]
             logits = mem.class_logits(feats[stream])
             if stream != "mask" or s.mask_loss:
-                terms[f"proto_{stream}"] = losses.prototype_focal_loss(logits, y, s.focal_gamma)
+                terms[f"proto_{stream}"] = losses.prototype_focal_loss(logits, y, s.focal_gamma, eps=s.softmax_eps)
                 if self.k_epoch > 0 and stream in ("rgb", "mask"):
                     nb, w = self.nbr_idx[y], self.nbr_sim[y]
-                    gates = self._gates(w)
-                    terms[f"nbr_{stream}"] = losses.neighbour_loss(logits, nb, w, gates)
+                    gates, rank_w = self._gates(w)
+                    terms[f"nbr_{stream}"] = losses.neighbour_loss(
+                        logits, nb, w, gates, reduction=s.neighbour_reduction, eps=s.softmax_eps,
+                        rank_weights=rank_w)
             if stream == "mask" and s.crossview_loss:
                 cents = mem.centroids()[y]
                 terms["crossview"] = losses.cross_view_loss(out.g_rgb.float(), feats["mask"], cents)
@@ -231,14 +243,19 @@ class MaskCLMethod(_Base):
         self._last = (idx, feats)
         return total, terms
 
-    def _gates(self, w: torch.Tensor) -> torch.Tensor:
+    def _gates(self, w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Bernoulli(w) gates drawn for the global batch from a generator seeded per step, then this
-        process's rows kept (identical on every layout: one process or DDP ranks)."""
+        process's rows kept (identical on every layout: one process or DDP ranks), and the official
+        reduction's per-rank factors mean_b(w·d) over the global batch.
+
+        The probability is w clamped to [0, 1]: the official ``torch.bernoulli`` (``hm.py`` line 107)
+        raises on a negative weight, which its dot-product weights allow."""
         gen = torch.Generator().manual_seed(self.step_seed + len(self._gate_draws))
         self._gate_draws.append(1)
-        w_all = self.comm.gather(w.detach().float())[0]
-        gates = torch.bernoulli(w_all.clamp(0.0, 1.0).cpu(), generator=gen)
-        return self.comm.local_part(gates).to(w.device)
+        w_all = self.comm.gather(w.detach().float())[0].cpu()
+        gates = torch.bernoulli(w_all.clamp(0.0, 1.0), generator=gen)
+        rank_w = losses.neighbour_rank_weights(w_all, gates)
+        return self.comm.local_part(gates).to(w.device), rank_w.to(w.device)
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -28,6 +28,7 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from tqdm import tqdm
 
+from ..hardware import training_hardware
 from ..errors import ConfigError
 from ..io import atomic_path
 from ..config import settings_from_dict
@@ -154,7 +155,8 @@ def pretrain_ssl(paths: Sequence[str], settings: PretrainSettings, *, seed: int,
         log.info("ssl epoch %d/%d: loss %.4f (%.1fs)", epoch + 1, settings.epochs, rows[-1]["loss"],
                  rows[-1]["epoch_s"])
     payload = {"format": "maskcl-ssl/1", "arch": settings.arch, "backbone": model.backbone.trunk_state_dict(),
-               "settings": asdict(settings), "seed": seed, "rows": rows, "train_images": len(ds)}
+               "settings": asdict(settings), "seed": seed, "rows": rows, "train_images": len(ds),
+               "training": training_hardware(device, batch_size=settings.batch_size)}
     with atomic_path(out_path, suffix=".pt") as tmp:
         torch.save(payload, tmp)
     return rows

@@ -38,6 +38,7 @@ class TrainSettings:
     iters: int = 400
     batch_size: int = 64
     num_instances: int = 4
+    sampler_replacement: str = "official"
     lr: float = 3.5e-4
     weight_decay: float = 5e-4
     step_size: int = 20
@@ -48,12 +49,16 @@ class TrainSettings:
     focal_gamma: float = 4.0
     allknn: int = 0
     neighbour_loss: bool = True
+    neighbour_weights: str = "official"
+    neighbour_reduction: str = "official"
+    softmax_eps: float = 1e-6
     crossview_loss: bool = True
     mask_loss: bool = True
     fusion_loss: bool = True
     # clustering
     cluster_on: str = "rgb"
     memory_refresh: bool = False
+    memory_init: str = "official"
     eps: float = 0.6
     eps_gap: float = 0.02
     min_samples: int = 4
@@ -64,7 +69,7 @@ class TrainSettings:
     knn_backend: str = "auto"
     # execution
     bn_groups: int = 1
-    amp: str = "auto"
+    amp: str = "off"
     channels_last: str = "auto"
     workers: int = 4
     device: str = "auto"
