@@ -5,13 +5,14 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The configuration: config.yaml beside this file, always, with --configfile files merged over it (read,
+# checked and validated in rules/common.smk, also under --directory).
+include: "rules/common.smk"
 
 
 report: "report/workflow.rst"
 
 
-include: "rules/common.smk"
 include: "rules/download.smk"
 include: "rules/parse.smk"
 include: "rules/train.smk"

@@ -13,16 +13,21 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import json
+import os
+import re
+import sys
 from importlib import resources
-from typing import Any, Dict, Iterator, Mapping, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
-from jsonschema import Draft202012Validator, validators
+from jsonschema import Draft202012Validator, ValidationError, validators
 
 from .errors import ConfigError
 
-__all__ = ["load_schema", "validate_config", "load_config", "train_settings", "train_origins", "section_defaults",
-           "settings_from_dict", "check_rules", "check_train_rules"]
+__all__ = ["load_schema", "validate_config", "load_config", "read_config_file", "check_config_files",
+           "check_working_config", "train_settings", "train_origins", "section_defaults", "settings_from_dict",
+           "check_rules", "check_train_rules"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -50,8 +55,18 @@ def _is_integer(checker: Any, instance: Any) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
-#: Draft 2020-12 with whole numbers only for ``integer`` (the draft also accepts 16.0).
-_Strict = validators.extend(Draft202012Validator,
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    """``pattern`` with JSON Schema's ``$``, the end of the value: Python's also matches before a final newline,
+    which would let ``"maskcl\\n"`` through as a folder name."""
+    if not validator.is_type(instance, "string"):
+        return
+    end = pattern.endswith("$") and not pattern.endswith("\\$")
+    if re.search(pattern, instance) is None or (end and re.search(pattern[:-1] + r"\Z", instance) is None):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+#: Draft 2020-12 with whole numbers only for ``integer`` (the draft also accepts 16.0) and an anchored ``$``.
+_Strict = validators.extend(Draft202012Validator, {"pattern": _pattern},
                             type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer))
 _Filling = _with_defaults(_Strict)
 
@@ -117,6 +132,8 @@ def _fix(error: Any) -> str:
             what = f" ({_allowed(sub)})" if sub else ""
             return (f"add the key {missing[0]}{what} to that block (a block written in the config replaces the "
                     f"schema's default block whole; nothing is filled in from it)")
+    if error.validator == "uniqueItems":
+        return "write each value once (a repeated one would not add a run, only hide a typo)"
     if error.validator == "propertyNames" and isinstance(error.schema.get("propertyNames"), Mapping):
         return f"allowed: {_allowed(error.schema['propertyNames'])}"
     return f"fix it to match {_SCHEMA_FILE}"
@@ -126,35 +143,323 @@ def _more(n: int) -> str:
     return f" ({n} more problem(s) after fixing this one)" if n else ""
 
 
-def validate_config(config: Dict[str, Any], source: str = "config.yaml") -> Dict[str, Any]:
+def validate_config(config: Dict[str, Any], source: str = "config.yaml",
+                    command_line: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Validate ``config`` in place (filling defaults) and return it.
 
-    Every section is checked against the schema; then every override block (``dataset_overrides``
-    and ``experiments.<name>.train``) through the effective ``train`` settings it yields, and the
-    rules between keys the schema cannot express (:func:`check_rules`).
+    ``command_line`` is what ``snakemake --config`` set (merged into ``config`` already): Snakemake
+    hands a nested value over as text (``train={epochs: 3}`` arrives as ``{"epochs": "3"}``), so each
+    such value is read as YAML first wherever the schema does not take text there; an error in a
+    value set there names ``--config``, not the files.
+
+    Every section is checked against the schema; then the names that become folder names, every
+    override block (``dataset_overrides`` and ``experiments.<name>.train``) through the effective
+    ``train`` settings it yields, and the rules between keys the schema cannot express (:func:`check_rules`).
 
     Raises ``ConfigError`` with one line: the file, the key path as written, the reason and the fix.
     """
+    given = command_line or {}
+    _read_command_line(config, given)
+
+    def blame(path: Sequence[Any], key: Any = None) -> str:
+        return "--config" if given and _given_at(given, path, key) else source
+
     validator = _Filling(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(list(e.absolute_path)), e.message))
     if errors:
         e = errors[0]
-        raise ConfigError(f"{source}: key {_where(e)}: {e.message}; {_fix(e)}{_more(len(errors) - 1)}")
-    _check_override_datasets(config, source)
-    _check_overrides(config, source)
-    check_rules(config, source)
+        raise ConfigError(_schema_message(e, blame) + _more(len(errors) - 1))
+    _check_names(config, blame)
+    _check_override_datasets(config, blame)
+    _check_overrides(config, blame)
+    check_rules(config, f"{source} and --config" if given else source)
     return config
 
 
-def load_config(path: str) -> Dict[str, Any]:
+def _schema_message(e: ValidationError, blame: Callable[..., str]) -> str:
+    """One line for a schema error: where it was written, the key path, the reason and the fix."""
+    path = list(e.absolute_path)
+    if "propertyNames" in e.schema_path:  # a name (a key) of a mapping, not a value
+        name = str(e.instance)
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        what = (f"the name {shown!r} is {len(name)} characters long" if e.validator == "maxLength"
+                else f"the name {shown!r} is not allowed")
+        rule = e.schema.get("description") or _allowed(e.schema)
+        return f"{blame(path, name)}: key {_where(e)}: {what}; rename it: {rule}"
+    key = None
+    if e.validator == "additionalProperties" and isinstance(e.instance, Mapping):
+        known = e.schema.get("properties", {}) if isinstance(e.schema, Mapping) else {}
+        key = next((k for k in e.instance if k not in known), None)
+    where = blame(path, key)
+    fix = _fix(e)
+    if where == "--config" and e.validator == "type" and set(_types(e.schema)) & {"object", "array"}:
+        fix += f"; {_COMMAND_LINE_FORM}"
+    return f"{where}: key {_where(e)}: {e.message}; {fix}"
+
+
+def _types(schema: Any) -> List[str]:
+    types = schema.get("type", []) if isinstance(schema, Mapping) else []
+    return [types] if isinstance(types, str) else list(types)
+
+
+# ------------------------------------------------------------------------- values set by --config
+
+#: How a nested value is written on the command line (Snakemake reads each --config value as YAML).
+_COMMAND_LINE_FORM = ("on the command line a nested value is YAML in one argument, e.g. --config "
+                      "'train={epochs: 3, iters: 9}' 'seeds=[0, 1]'; or put the keys in a --configfile")
+
+
+def _schema_at(path: Sequence[Any]) -> Optional[Mapping[str, Any]]:
+    """The schema of the value at ``path`` (None where the schema does not describe it)."""
+    root = load_schema()
+    node: Any = root
+    for i, p in enumerate(path):
+        if i == 2 and p == "train" and path[0] in ("experiments", "dataset_overrides"):
+            node = root["properties"]["train"]  # an override block holds train keys
+        elif not isinstance(node, Mapping):
+            return None
+        elif isinstance(p, int):
+            node = node.get("items")
+        elif p in node.get("properties", {}):
+            node = node["properties"][p]
+        else:
+            node = node.get("additionalProperties")
+    return node if isinstance(node, Mapping) else None
+
+
+def _typed(text: str, schema: Optional[Mapping[str, Any]]) -> Any:
+    """A value Snakemake handed over as text, read as YAML as a config file would be, unless the key takes text.
+
+    A key that takes text keeps it as written (``amp=off`` stays ``"off"``); text that is not YAML is kept
+    for the schema to refuse.
+    """
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if schema is None:
+        return value
+    types = _types(schema)
+    if value is None and "null" in types:
+        return None
+    if "string" in types or any(isinstance(v, str) for v in schema.get("enum", ())):
+        return text
+    return value
+
+
+def _read_command_line(config: Dict[str, Any], given: Mapping[str, Any], path: Tuple[Any, ...] = ()) -> None:
+    """Read every text value that ``--config`` set in ``config`` (see :func:`_typed`), in place."""
+    for key, value in given.items():
+        here = (*path, key)
+        if key not in config:
+            continue
+        if isinstance(value, Mapping):
+            if isinstance(config[key], dict):
+                _read_command_line(config[key], value, here)
+        elif isinstance(value, str):
+            config[key] = _typed(value, _schema_at(here))
+        elif isinstance(value, list):  # a new list: the one Snakemake keeps for its jobs stays as it is
+            config[key] = [_typed(v, _schema_at((*here, i))) if isinstance(v, str) else v
+                           for i, v in enumerate(value)]
+
+
+def _given_at(given: Mapping[str, Any], path: Sequence[Any], key: Any = None) -> bool:
+    """Whether ``--config`` set the value at ``path`` (with ``key``: that key of the mapping at ``path``)."""
+    node: Any = given
+    for p in path:
+        if not isinstance(node, Mapping):
+            return True  # a list or a value set whole
+        if p not in node:
+            return False
+        node = node[p]
+    return key in node if key is not None and isinstance(node, Mapping) else True
+
+
+# ------------------------------------------------------------------------------------ config files
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader; its composed node tree keeps each key's line for the checks below."""
+
+
+def _key_text(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    try:
+        key = loader.construct_object(node, deep=True)
+        hash(key)
+        return key
+    except (yaml.YAMLError, TypeError):
+        return (node.tag, str(node.value))
+
+
+def _duplicate_key(loader: yaml.SafeLoader, node: yaml.Node, path: Tuple[str, ...],
+                   seen_nodes: set) -> Optional[Tuple[str, int, int]]:
+    """The first key written twice in one mapping under ``node``: (key path, first line, second line).
+
+    Keys merged in with ``<<: *anchor`` are not written twice: a key written beside them overrides them.
+    """
+    if id(node) in seen_nodes:
+        return None
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: Dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = _key_text(loader, key_node)
+            name = ".".join((*path, str(key)))
+            if key in lines:
+                return name, lines[key], key_node.start_mark.line + 1
+            lines[key] = key_node.start_mark.line + 1
+            found = _duplicate_key(loader, value_node, (*path, str(key)), seen_nodes)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(loader, item, (*path, str(i)), seen_nodes)
+            if found:
+                return found
+    return None
+
+
+def _json_duplicates(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ConfigError(f"key {k} is written twice")
+        out[k] = v
+    return out
+
+
+def read_config_file(path: str) -> Dict[str, Any]:
+    """One config file, read as Snakemake reads it, refused with one line where Snakemake would say less.
+
+    Snakemake's loader keeps the last of a key written twice (the first block is dropped without a
+    word) and names no file or line for a syntax error or a top level that is not a mapping; here
+    each of these is a ``ConfigError``: ``<file>:<line>: <cause>; <fix>``.
+    """
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+            text = f.read()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
-    return validate_config(data, source=path)
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file; name a .yaml file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+    loader = _Loader(text)
+    try:
+        return _read_document(path, text, loader)
+    finally:
+        loader.dispose()
+
+
+def _read_document(path: str, text: str, loader: "_Loader") -> Dict[str, Any]:
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as e:
+        try:  # Snakemake reads JSON first
+            return _top_level(path, json.loads(text, object_pairs_hook=_json_duplicates), None)
+        except ConfigError as dup:
+            raise ConfigError(f"{path}: {dup}; JSON keeps only the last, so merge them into one") from None
+        except ValueError:
+            pass
+        raise ConfigError(f"{path}{_yaml_cause(e)}; fix the syntax there: often an unclosed bracket or quote, a tab "
+                          f"in the indentation, or a ': ' inside an unquoted value (quote it)") from None
+    if node is not None:
+        dup = _duplicate_key(loader, node, (), set())
+        if dup:
+            key, first, second = dup
+            raise ConfigError(f"{path}:{second}: key {key} is written twice (first at line {first}); YAML keeps "
+                              f"only the last, so the one at line {first} would be dropped without a word; "
+                              f"merge them into one")
+    try:
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as e:
+        raise ConfigError(f"{path}{_yaml_cause(e)}; fix the value there") from None
+    return _top_level(path, data, node)
+
+
+def _yaml_cause(e: yaml.MarkedYAMLError) -> str:
+    """``:<line>: not valid YAML: <problem> (<context> at line <n>)`` of a PyYAML error."""
+    mark = e.problem_mark or e.context_mark
+    line = f":{mark.line + 1}" if mark is not None else ""
+    cause = str(e.problem or e.context or "a syntax error")
+    if e.context and e.problem:
+        at = f" at line {e.context_mark.line + 1}" if e.context_mark is not None else ""
+        cause += f" ({e.context}{at})"
+    return f"{line}: not valid YAML: {cause}"
+
+
+def _top_level(path: str, data: Any, node: Optional[yaml.Node]) -> Dict[str, Any]:
+    """``data`` if it is a mapping of keys, as a config file's top level must be."""
+    if isinstance(data, dict):
+        return data
+    example = "a config file is `key: value` lines at the top level, e.g. `seeds: [0]`"
+    if data is None:
+        raise ConfigError(f"{path}: the file holds no keys; {example}")
+    line = f":{node.start_mark.line + 1}" if node is not None else ""
+    what = "a list (remove the leading '- ')" if isinstance(data, list) else f"a single value ({data!r:.40})"
+    raise ConfigError(f"{path}{line}: the top level is {what}, not a mapping of keys; {example}")
+
+
+def check_config_files(paths: Sequence[str]) -> None:
+    """Every file readable as a config file (:func:`read_config_file`); the first problem as a ``ConfigError``."""
+    for path in paths:
+        read_config_file(str(path))
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_working_config(workdir: str, base: str, configfiles: Sequence[str]) -> None:
+    """Refuse a ``config.yaml`` of the working directory that the run would not read.
+
+    The run's configuration is ``base`` (the config.yaml beside the Snakefile) with ``configfiles``
+    (``--configfile``) merged over it. A working directory's own config.yaml (``--directory``) that
+    is none of these, and differs from ``base``, would be ignored without a word.
+    """
+    local = os.path.join(workdir, "config.yaml")
+    if not os.path.isfile(local) or _same_file(local, base) or any(_same_file(local, f) for f in configfiles):
+        return
+    try:
+        with open(local, "rb") as a, open(base, "rb") as b:
+            if a.read() == b.read():
+                return
+    except OSError:
+        pass
+    raise ConfigError(f"{local}: this working directory's config.yaml is not read: a run reads {base} (beside the "
+                      f"Snakefile) and the --configfile files merged over it; to use it, pass "
+                      f"--configfile {local} (or move it out of the working directory)")
+
+
+def load_config(path: str) -> Dict[str, Any]:
+    """One config file (:func:`read_config_file`), validated (:func:`validate_config`)."""
+    return validate_config(read_config_file(path), source=path)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m maskcl.config FILE...``: check config files as the workflow's start-up does, one line each.
+
+    Snakemake reads ``--configfile`` files before the workflow starts and reports a syntax error in
+    one without its name or line; this names both.
+    """
+    paths = list(sys.argv[1:] if argv is None else argv)
+    if not paths:
+        print("usage: python -m maskcl.config FILE [FILE...]", file=sys.stderr)
+        return 2
+    bad = 0
+    for path in paths:
+        try:
+            read_config_file(path)
+        except ConfigError as err:
+            print(f"ERROR: {err}", file=sys.stderr)
+            bad += 1
+        else:
+            print(f"{path}: readable (syntax, top level, no key written twice); snakemake -n checks the values")
+    return 1 if bad else 0
 
 
 def section_defaults(section: str) -> Dict[str, Any]:
@@ -181,18 +486,32 @@ def train_origins(config: Mapping[str, Any], dataset: str, experiment: str) -> D
     return out
 
 
-def _check_override_datasets(config: Mapping[str, Any], source: str) -> None:
+def _check_names(config: Mapping[str, Any], blame: Callable[..., str]) -> None:
+    """Experiment names that differ only in case would share a run folder on a case-insensitive file system.
+
+    The schema's ``propertyNames`` keeps each name one plain folder name; this is the rule between names.
+    """
+    first: Dict[str, str] = {}
+    for name in config.get("experiments", {}):
+        other = first.setdefault(name.lower(), name)
+        if other != name:
+            raise ConfigError(f"{blame(('experiments',), name)}: key experiments.{name}: the name differs from "
+                              f"experiments.{other} only in case, and on a case-insensitive file system (macOS, "
+                              f"Windows) both would write results/<dataset>/runs/{other.lower()}; rename one")
+
+
+def _check_override_datasets(config: Mapping[str, Any], blame: Callable[..., str]) -> None:
     """Every key of ``dataset_overrides`` is a registered dataset."""
     from .datasets import DATASETS  # lazily: the dataset package imports pandas
 
     known = DATASETS.names()
     for name in config.get("dataset_overrides", {}):
         if name not in known:
-            raise ConfigError(f"{source}: key dataset_overrides.{name}: {name!r} is not a registered dataset; "
-                              f"use one of {', '.join(known)} (or remove the block)")
+            raise ConfigError(f"{blame(('dataset_overrides',), name)}: key dataset_overrides.{name}: {name!r} is "
+                              f"not a registered dataset; use one of {', '.join(known)} (or remove the block)")
 
 
-def _check_overrides(config: Mapping[str, Any], source: str) -> None:
+def _check_overrides(config: Mapping[str, Any], blame: Callable[..., str]) -> None:
     """The effective ``train`` section of every (dataset, experiment) against the ``train`` schema.
 
     Datasets are the configured ones plus every ``dataset_overrides`` key, so that a bad preset of a
@@ -205,7 +524,8 @@ def _check_overrides(config: Mapping[str, Any], source: str) -> None:
     for d, block in config.get("dataset_overrides", {}).items():
         unknown = [k for k in block.get("train", {}) if k not in train_schema["properties"]]
         if unknown:
-            raise ConfigError(f"{source}: key dataset_overrides.{d}.train.{unknown[0]}: unknown train key; "
+            where = blame(("dataset_overrides", d, "train", unknown[0]))
+            raise ConfigError(f"{where}: key dataset_overrides.{d}.train.{unknown[0]}: unknown train key; "
                               f"known keys: {', '.join(known)}")
     check = _Strict(train_schema)
     datasets = list(config["datasets"])
@@ -224,7 +544,8 @@ def _check_overrides(config: Mapping[str, Any], source: str) -> None:
                 key = str(err.absolute_path[0])
                 rest = "".join(f".{p}" for p in list(err.absolute_path)[1:])
                 path = origins.get(key, f"train.{key}") + rest
-                problems.setdefault(path, f"{source}: key {path}: {err.message}; {_fix(err)}")
+                where = blame(path.split("."))  # names of datasets, experiments and keys hold no dot
+                problems.setdefault(path, f"{where}: key {path}: {err.message}; {_fix(err)}")
     if problems:
         first = next(iter(problems.values()))
         raise ConfigError(first + _more(len(problems) - 1))
@@ -326,3 +647,7 @@ def settings_from_dict(cls: Any, values: Mapping[str, Any], section: str, hidden
     if unknown:
         raise ConfigError(f"config {section}: unknown key(s) {unknown}; known keys: {sorted(names - set(hidden))}")
     return cls(**dict(values))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

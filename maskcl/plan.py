@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import re
 import string
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -36,6 +37,23 @@ NO_MASKS = "none"
 def masks_component(source: Optional[str], mode: Optional[str]) -> str:
     """The ``{masks}`` path component written for a mask source and mode (``none`` without masks)."""
     return NO_MASKS if source is None else f"{source}-{mode}"
+
+
+#: A folder name the plan writes (dataset, experiment, masks, seed, warm-up): one plain path component.
+_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def _component(value: Any, what: str) -> str:
+    """``value`` as a folder name, refused unless it is one plain component: a run's files stay under results/.
+
+    ``validate_config`` refuses such names first, with the key's own rule; this holds for any config.
+    """
+    text = str(value)
+    if not _COMPONENT.fullmatch(text):
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise ConfigError(f"{what} {shown!r} cannot be a folder name under results/: use letters, digits, _ and -, "
+                          f"starting with a letter or digit, at most 64 characters")
+    return text
 
 
 def ground_truth_datasets() -> Tuple[str, ...]:
@@ -259,10 +277,12 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
     """
     from .training.settings import TrainSettings
 
-    datasets = tuple(config["datasets"])
+    datasets = tuple(_component(d, "dataset") for d in config["datasets"])
     ground_truth = ground_truth_datasets()
     _check_masks(config, ground_truth)
-    experiments = {e: _experiment(config, e) for e in config["experiments"]}
+    experiments = {_component(e, "experiment"): _experiment(config, e) for e in config["experiments"]}
+    for exp in experiments.values():
+        _component(exp.masks, f"experiments.{exp.name}: masks")
     settings: Dict[Tuple[str, str], Dict[str, Any]] = {}
     for d in datasets:
         for e in experiments:
@@ -273,7 +293,7 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
             except MaskCLError as err:
                 raise ConfigError(f"experiments.{e} on {d}: {err}") from None
             settings[(d, e)] = s
-    seeds = tuple(int(s) for s in config["seeds"])
+    seeds = tuple(int(_component(s, "seed")) for s in config["seeds"])
     runs: Dict[Tuple[str, str, int], RunRecord] = {}
     warmups: Dict[Tuple[str, str], Warmup] = {}
     for d in datasets:
@@ -282,6 +302,7 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
             warmup = None
             if s["pretrained"] == "ssl":
                 warmup = _warmup(config, d, s)
+                _component(warmup.name, f"experiments.{e} on {d}: warm-up")
                 warmups.setdefault((d, warmup.name), warmup)
                 s["pretrained"] = warmup.path
             frozen = MappingProxyType(s)

@@ -1,10 +1,11 @@
-# Shared helpers: config validation, the run plan, wildcard constraints, target and parameter functions.
-# Every setting reaches a rule from a record of maskcl.plan (built once, here); a wildcard or a path is
+# Shared helpers: the configuration (read, validated), the run plan, wildcard constraints, target and parameter
+# functions. Every setting reaches a rule from a record of maskcl.plan (built once, here); a wildcard or a path is
 # only ever used to look a record up, never parsed back into a setting.
 import os
+import re
 import sys
 
-from maskcl.config import validate_config
+from maskcl.config import check_config_files, check_working_config, validate_config
 from maskcl.datasets import DATASETS as _DATASET_CLASSES
 from maskcl.errors import MaskCLError
 from maskcl.plan import build_plan
@@ -12,13 +13,36 @@ from maskcl.plan import build_plan
 # The conda envs install this checkout (`pip: -e "${MASKCL_ROOT}"`, see envs/): point them at it.
 os.environ.update({"MASKCL_ROOT": workflow.basedir})
 
-# each config file once (under --directory the Snakefile's config.yaml and --configfile may be one file)
-_CONFIG_FILES = {}
-for _f in workflow.configfiles:
-    _CONFIG_FILES.setdefault(os.path.abspath(_f), str(_f))
-_CONFIG_SOURCE = ", ".join(_CONFIG_FILES.values()) or "config.yaml"
+
+def _shown(path):
+    """A config file as the user would name it: relative to the working directory when inside it."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+# The base is the config.yaml beside the Snakefile, also under --directory (where Snakemake would look for a
+# config.yaml in the working directory, and without one silently run on --configfile and schema defaults alone).
+# Snakemake has read the --configfile files already (a syntax error there ends before this file runs), but its
+# loader keeps the last of a key written twice and names no file or line: every file is read here first.
+_BASE_CONFIG = os.path.join(workflow.basedir, "config.yaml")
+_CLI_CONFIG_FILES = [str(f) for f in workflow.config_settings.configfiles]
 try:
-    validate_config(config, source=_CONFIG_SOURCE)
+    check_config_files([_shown(f) for f in (_BASE_CONFIG, *_CLI_CONFIG_FILES)])
+    check_working_config(os.getcwd(), _BASE_CONFIG, _CLI_CONFIG_FILES)
+except MaskCLError as _err:
+    sys.exit(f"ERROR: {_err}")
+
+
+configfile: _BASE_CONFIG
+
+
+# each config file once, in merge order (the base and a --configfile may be one file)
+_CONFIG_FILES = {}
+for _f in [_BASE_CONFIG, *_CLI_CONFIG_FILES]:
+    _CONFIG_FILES.setdefault(os.path.realpath(_f), _shown(_f))
+_CONFIG_SOURCE = ", ".join(_CONFIG_FILES.values())
+try:
+    validate_config(config, source=_CONFIG_SOURCE, command_line=workflow.config_settings.config)
 except MaskCLError as _err:
     sys.exit(f"ERROR: {_err}")
 
@@ -33,12 +57,18 @@ EXPERIMENTS = config["experiments"]
 SEEDS = list(PLAN.seeds)
 
 
+def _one_of(values):
+    """A wildcard constraint matching exactly these values (escaped: a value is text, not a pattern)."""
+    return "|".join(re.escape(str(v)) for v in values)
+
+
 wildcard_constraints:
-    dataset="|".join(DATASETS),
-    source="|".join(MASKS["sources"]),
-    experiment="|".join(EXPERIMENTS),
+    dataset=_one_of(DATASETS),
+    source=_one_of(MASKS["sources"]),
+    experiment=_one_of(EXPERIMENTS),
     masks="none|[a-z]+-(silhouette|parts)",
     seed=r"\d+",
+    backbone=r"[a-z0-9]+-\d+x\d+",
 
 
 def manifest_path(dataset):

@@ -551,8 +551,10 @@ def test_prepare_synthcc_generates_then_loads(tmp_path):
 # ------------------------------------------------------------------------------------------ Snakemake
 def run_snakemake(workdir: Path, config: str, *targets: str, dry: bool = False) -> subprocess.CompletedProcess:
     (workdir / "config.yaml").write_text(config)
+    # --replace-workflow-config: this config alone (and the schema defaults), not merged over config.yaml
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "1", *(["-n"] if dry else []), *targets]
+           "--configfile", str(workdir / "config.yaml"), "--replace-workflow-config", "--cores", "1",
+           *(["-n"] if dry else []), *targets]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=240)
 
 

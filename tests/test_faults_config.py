@@ -7,7 +7,9 @@ that names the key path as the user wrote it and says how to fix it, before any 
 from __future__ import annotations
 
 import copy
+import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +19,8 @@ import pytest
 import yaml
 from snakemake.utils import update_config
 
-from maskcl.config import (check_rules, check_train_rules, load_config, train_origins, train_settings,
-                           validate_config)
+from maskcl.config import (check_rules, check_train_rules, check_working_config, load_config, main,
+                           read_config_file, train_origins, train_settings, validate_config)
 from maskcl.errors import ConfigError
 from maskcl.plan import build_plan
 
@@ -106,7 +108,7 @@ def test_bad_enum_value_in_override():
     assert msg.endswith("allowed: one of avg, gem")
     msg = _error(_broken(_dataset_override("synthcc", {"train": {"amp": False}})))  # YAML's bare off
     assert "key dataset_overrides.synthcc.train.amp: False is not of type 'string'" in msg
-    assert 'allowed: one of auto, bf16, fp16, "off"' in msg and "quote it" in msg
+    assert 'allowed: one of "off", bf16, fp16' in msg and "quote it" in msg
 
 
 def test_experiment_override_beats_dataset_override_in_the_message():
@@ -226,13 +228,10 @@ def test_valid_overrides_still_pass_and_take_effect():
                                    "configs/synthcc_benchmark.yaml configs/synthcc_headroom.yaml",
                                    "tests/data/config_tiny.yaml"])
 def test_shipped_configs_validate(extra, tmp_path):
-    cfg = copy.deepcopy(DEFAULT)
+    cfg = read_config_file(str(ROOT / "config.yaml"))  # each file read as the start-up reads it (strictly)
     for name in (extra or "").split():
-        layer = yaml.safe_load((ROOT / name).read_text())
-        if name.startswith("configs/"):  # overlays: merged in order, as snakemake --configfile merges them
-            update_config(cfg, layer)
-        else:                            # the tests' tiny config is a working directory's own config.yaml
-            cfg.update(layer)
+        # merged in order over config.yaml, as the workflow merges --configfile files (the tests' tiny config too)
+        update_config(cfg, read_config_file(str(ROOT / name)))
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     build_plan(load_config(str(path)))
@@ -263,3 +262,251 @@ def test_snakemake_dry_run_fails_with_one_line_before_any_job(tmp_path, change, 
     assert errors[0].startswith("ERROR: ") and line in errors[0], out
     assert "Traceback" not in out
     assert not (tmp_path / "results").exists()
+
+
+# ------------------------------------------------------------------ config files: syntax, shape, keys twice
+
+def _file(tmp_path: Path, text: str, name: str = "x.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def _read_error(path: str) -> str:
+    with pytest.raises(ConfigError) as err:
+        read_config_file(path)
+    msg = str(err.value)
+    assert "\n" not in msg
+    return msg
+
+
+@pytest.mark.parametrize("text, start", [
+    ("seeds: [0\ntrain: {epochs: 2}\n",
+     ":2: not valid YAML: expected ',' or ']', but got ':' (while parsing a flow sequence at line 1); fix the syntax"),
+    ("train:\n  epochs: 2\n\titers: 3\n", ":3: not valid YAML: found character '\\t' that cannot start any token"),
+    ('data:\n  root: "resources\n', ":3: not valid YAML: found unexpected end of stream (while scanning a quoted "
+                                    "scalar at line 2)"),
+    ("- seeds\n- train\n", ":1: the top level is a list (remove the leading '- '), not a mapping of keys; a config "
+                            "file is `key: value` lines at the top level, e.g. `seeds: [0]`"),
+    ("seeds\n", ":1: the top level is a single value ('seeds'), not a mapping of keys"),
+    ("# only a comment\n", ": the file holds no keys; a config file is `key: value` lines at the top level"),
+], ids=["unclosed-bracket", "tab", "unclosed-quote", "list", "scalar", "empty"])
+def test_config_file_problem_names_the_file_and_line(tmp_path, text, start):
+    path = _file(tmp_path, text)
+    assert _read_error(path).startswith(path + start)
+
+
+def test_key_written_twice_names_both_lines(tmp_path):
+    path = _file(tmp_path, "seeds: [0]\ntrain:\n  epochs: 2\nseeds: [1]\n")
+    assert _read_error(path) == (f"{path}:4: key seeds is written twice (first at line 1); YAML keeps only the last, "
+                                 f"so the one at line 1 would be dropped without a word; merge them into one")
+    path = _file(tmp_path, "experiments:\n  maskcl: {method: maskcl}\n  cc: {method: clustercontrast}\n"
+                           "  maskcl:\n    method: maskcl\n    train: {epochs: 3, epochs: 4}\n")
+    assert _read_error(path).startswith(f"{path}:4: key experiments.maskcl is written twice (first at line 2)")
+    path = _file(tmp_path, "train: {epochs: 3, iters: 2, epochs: 4}\n")
+    assert _read_error(path).startswith(f"{path}:1: key train.epochs is written twice (first at line 1)")
+    # keys merged in from an anchor are overridden, not written twice (configs/synthcc_headroom.yaml does this)
+    path = _file(tmp_path, "experiments:\n  a: {method: supervised, train: &t {epochs: 2, iters: 3}}\n"
+                           "  b: {method: supervised, train: {<<: *t, epochs: 4}}\n")
+    assert read_config_file(path)["experiments"]["b"]["train"] == {"epochs": 4, "iters": 3}
+    # JSON, which Snakemake also reads
+    path = _file(tmp_path, json.dumps({"seeds": [0]})[:-1] + ', "seeds": [1]}', "x.json")
+    assert "key seeds is written twice" in _read_error(path)
+
+
+def test_every_shipped_config_file_is_read_as_written(tmp_path):
+    files = [ROOT / "config.yaml", *sorted((ROOT / "configs").glob("*.yaml")), ROOT / "tests/data/config_tiny.yaml"]
+    for f in files:
+        assert read_config_file(str(f)) == yaml.safe_load(f.read_text()), f
+
+
+def test_config_checker_names_file_and_line(tmp_path, capsys):
+    good = _file(tmp_path, "seeds: [0]\n", "good.yaml")
+    bad = _file(tmp_path, "seeds: [0\n", "bad.yaml")
+    assert main([good, bad]) == 1
+    out = capsys.readouterr()
+    assert out.err.splitlines() == [f"ERROR: {bad}:2: not valid YAML: expected ',' or ']', but got '<stream end>' "
+                                    f"(while parsing a flow sequence at line 1); fix the syntax there: often an "
+                                    f"unclosed bracket or quote, a tab in the indentation, or a ': ' inside an "
+                                    f"unquoted value (quote it)"]
+    assert out.out.startswith(f"{good}: readable")
+    assert main([good]) == 0
+
+
+# ----------------------------------------------------------------- the working directory's config.yaml
+
+def test_working_directory_config_that_would_not_be_read_is_refused(tmp_path):
+    base = _file(tmp_path, "seeds: [0]\n", "base.yaml")
+    work = tmp_path / "wd"
+    work.mkdir()
+    check_working_config(str(work), base, [])  # none there
+    local = _file(work, "seeds: [0]\n", "config.yaml")
+    check_working_config(str(work), base, [])  # a byte-identical copy: nothing is lost
+    Path(local).write_text("seeds: [5]\n")
+    check_working_config(str(work), base, [local])  # passed with --configfile
+    check_working_config(str(work), local, [])  # it is the base (the working directory is the Snakefile's)
+    with pytest.raises(ConfigError) as err:
+        check_working_config(str(work), base, [str(tmp_path / "other.yaml")])
+    assert str(err.value) == (f"{local}: this working directory's config.yaml is not read: a run reads {base} "
+                              f"(beside the Snakefile) and the --configfile files merged over it; to use it, pass "
+                              f"--configfile {local} (or move it out of the working directory)")
+
+
+# ------------------------------------------------------------------------------ values set by --config
+
+def _with_command_line(*entries: str):
+    """The merged config and the --config values, exactly as Snakemake builds them."""
+    from snakemake.cli import parse_config
+
+    given = parse_config(list(entries))
+    cfg = copy.deepcopy(DEFAULT)
+    update_config(cfg, given)
+    return cfg, given
+
+
+def test_nested_command_line_values_are_read_as_yaml():
+    cfg, given = _with_command_line("train={epochs: 3, amp: off, erasing: 0.25, refine: false}", "seeds=[1, 2]",
+                                    "masks={schp: {sha256: null}}",
+                                    "experiments={cc2: {method: clustercontrast, train: {pooling: gem}}}")
+    sent = copy.deepcopy(given)
+    plan = build_plan(validate_config(cfg, command_line=given))
+    s = plan.run("synthcc", "maskcl", 2).settings
+    assert (s["epochs"], s["amp"], s["erasing"], s["refine"]) == (3, "off", 0.25, False)  # amp: text, as written
+    assert s["iters"] == DEFAULT["train"]["iters"]  # merged into the file's train section, not replacing it
+    assert cfg["seeds"] == [1, 2] and cfg["masks"]["schp"]["sha256"] is None
+    assert plan.run("synthcc", "cc2", 1).settings["pooling"] == "gem"
+    assert given == sent  # Snakemake hands its own copy on to its jobs
+
+
+@pytest.mark.parametrize("entry, line", [
+    ("train={epochs: 0}", "--config: key train.epochs: 0 is less than the minimum of 1; allowed: an integer >= 1"),
+    ("experiments={maskcl: {method: maskcl, train: {k1: 1}}}",
+     "--config: key experiments.maskcl.train.k1: 1 is less than the minimum of 2"),
+    ("train={epoch: 3}", "--config: key train: Additional properties are not allowed ('epoch' was unexpected)"),
+    ("train={epochs: 3", "--config: key train: '{epochs: 3' is not of type 'object'; allowed: a mapping; on the "
+                         "command line a nested value is YAML in one argument, e.g. --config "
+                         "'train={epochs: 3, iters: 9}' 'seeds=[0, 1]'; or put the keys in a --configfile"),
+    ("seeds=0", "--config: key seeds: 0 is not of type 'array'; allowed: a list; on the command line"),
+], ids=["value", "override", "unknown-key", "not-yaml", "not-a-list"])
+def test_command_line_error_blames_the_command_line(entry, line):
+    cfg, given = _with_command_line(entry)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, source="config.yaml", command_line=given)
+    assert str(err.value).startswith(line)
+
+
+def test_file_error_still_blames_the_file_next_to_command_line_values():
+    cfg, given = _with_command_line("seeds=[1]")
+    cfg["train"]["epochs"] = 0
+    with pytest.raises(ConfigError, match=r"^config\.yaml: key train\.epochs: 0 is less than the minimum of 1"):
+        validate_config(cfg, source="config.yaml", command_line=given)
+
+
+# --------------------------------------------------------------- the Snakefile's start-up: which config
+
+def _smk(work: Path, *args: str, snakefile: Path = ROOT / "Snakefile") -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(work), "--cores", "1",
+           "--workflow-profile", str(ROOT / "profiles" / "default"), "-n", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=work)
+
+
+def _one_error_line(proc: subprocess.CompletedProcess, work: Path) -> str:
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    errors = [line for line in out.splitlines() if "ERROR" in line or "Error" in line]
+    assert len(errors) == 1 and errors[0].startswith("ERROR: "), out
+    assert "Traceback" not in out
+    assert not (work / "results").exists()
+    return errors[0][len("ERROR: "):]
+
+
+def test_directory_run_reads_the_repository_config(tmp_path):
+    """`--directory D --configfile X` with no D/config.yaml: config.yaml beside the Snakefile is the base (it was
+    skipped, and the run planned the schema defaults: ResNet-50, SCHP masks, other experiments)."""
+    work = tmp_path / "wd"
+    work.mkdir()
+    overlay = _file(tmp_path, "seeds: [7]\n", "overlay.yaml")
+    proc = _smk(work, "--configfile", overlay)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "results/synthcc/masks/groundtruth/index.csv" in out and "schp" not in out  # config.yaml's masks
+    assert "results/synthcc/runs/clustercontrast/none/seed7/model.pt" in out  # with the overlay's seed
+    proc = _smk(work)  # no --configfile at all: config.yaml beside the Snakefile, not "missing D/config.yaml"
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_working_directory_config_not_passed_stops_start_up(tmp_path):
+    work = tmp_path / "wd"
+    work.mkdir()
+    (work / "config.yaml").write_text("seeds: [5]\n")
+    line = _one_error_line(_smk(work), work)
+    assert line.startswith(f"{work}/config.yaml: this working directory's config.yaml is not read: a run reads "
+                           f"{ROOT}/config.yaml (beside the Snakefile)")
+    assert line.endswith(f"pass --configfile {work}/config.yaml (or move it out of the working directory)")
+    proc = _smk(work, "--configfile", str(work / "config.yaml"))
+    assert proc.returncode == 0 and "seed5/model.pt" in proc.stdout + proc.stderr
+    shutil.copy(ROOT / "config.yaml", work / "config.yaml")  # an identical copy changes nothing
+    assert _smk(work).returncode == 0
+
+
+def test_key_written_twice_in_a_configfile_stops_start_up(tmp_path):
+    work = tmp_path / "wd"
+    work.mkdir()
+    overlay = _file(tmp_path, "train:\n  epochs: 2\n  iters: 3\ntrain:\n  epochs: 4\n", "overlay.yaml")
+    line = _one_error_line(_smk(work, "--configfile", overlay), work)
+    assert line.startswith(f"{overlay}:4: key train is written twice (first at line 1)")
+
+
+def _checkout(tmp_path: Path, config_text: str) -> Path:
+    """A copy of the workflow files with another config.yaml beside the Snakefile (the package is the same)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(ROOT / "Snakefile", repo)
+    for d in ("rules", "report", "workflow_scripts", "envs"):
+        shutil.copytree(ROOT / d, repo / d)
+    (repo / "config.yaml").write_text(config_text)
+    return repo
+
+
+@pytest.mark.parametrize("text, line", [
+    ("seeds: [0\ntrain: {epochs: 2}\n", "config.yaml:2: not valid YAML: expected ',' or ']', but got ':'"),
+    ("- seeds\n- train\n", "config.yaml:1: the top level is a list (remove the leading '- ')"),
+    ("seeds: [0]\nseeds: [1]\n", "config.yaml:2: key seeds is written twice (first at line 1)"),
+], ids=["syntax", "list", "twice"])
+def test_broken_base_config_names_file_and_line(tmp_path, text, line):
+    repo = _checkout(tmp_path, text)
+    assert _one_error_line(_smk(repo, snakefile=repo / "Snakefile"), repo).startswith(line)
+
+
+def test_broken_configfile_is_refused_before_the_workflow_starts(tmp_path):
+    """Snakemake reads --configfile files itself, before this workflow runs: it refuses a broken one (no run, no
+    file written) in its own words, which name no file; `python -m maskcl.config` names the file and line."""
+    work = tmp_path / "wd"
+    work.mkdir()
+    overlay = _file(tmp_path, "train:\n  epochs: [2\n", "overlay.yaml")
+    proc = _smk(work, "--configfile", overlay)
+    assert proc.returncode != 0 and not (work / "results").exists()
+    checker = subprocess.run([sys.executable, "-m", "maskcl.config", overlay], capture_output=True, text=True,
+                             timeout=300)
+    assert checker.returncode == 1
+    assert checker.stderr.splitlines()[0].startswith(f"ERROR: {overlay}:3: not valid YAML"), checker.stderr
+
+
+@pytest.mark.parametrize("args, line", [
+    (["train={epochs: 0}"], "--config: key train.epochs: 0 is less than the minimum of 1"),
+    (["train={epochs: 3"], "--config: key train: '{epochs: 3' is not of type 'object'"),
+], ids=["value", "not-yaml"])
+def test_command_line_values_at_start_up(tmp_path, args, line):
+    work = tmp_path / "wd"
+    work.mkdir()
+    assert _one_error_line(_smk(work, "--config", *args), work).startswith(line)
+
+
+def test_nested_command_line_values_plan_the_runs(tmp_path):
+    work = tmp_path / "wd"
+    work.mkdir()
+    proc = _smk(work, "--config", "seeds=[3, 4]", "train={epochs: 3}", "--quiet", "rules")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
+    assert counts["train"] == "4"  # 2 experiments x seeds 3 and 4

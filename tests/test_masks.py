@@ -364,7 +364,9 @@ def test_mediapipe_missing_gives_install_hint(monkeypatch):
 # ---------------------------------------------------------------- Snakemake rules
 def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("snakemake")
-    return subprocess.run([str(exe), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args],
+    # the working directory's config.yaml alone (and the schema defaults), not merged over the repository's
+    config = ["--configfile", str(workdir / "config.yaml"), "--replace-workflow-config"]
+    return subprocess.run([str(exe), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *config, *args],
                           capture_output=True, text=True, timeout=300)
 
 
