@@ -3,13 +3,14 @@
 Every reader of a dataset image converts it with PIL's ``convert("RGB")``, as the official MaskCL
 code does. That is exact for 8-bit images: RGB itself, greyscale ``L`` (replicated), palette ``P``
 (looked up; a transparent index keeps its colour), bilevel ``1`` (0 and 255), and ``RGBA`` / ``LA``
-(the alpha channel dropped, as ``cv2.imread(IMREAD_COLOR)`` drops it too). A 16-bit RGB(A) PNG is opened by PIL as ``RGB`` /
-``RGBA`` holding each sample's high byte (``v >> 8``), an exact reduction to 8 bits, so it passes.
+(the alpha channel dropped, as ``cv2.imread(IMREAD_COLOR)`` drops it too). A 16-bit RGB(A) PNG is
+opened by PIL as ``RGB`` / ``RGBA`` holding each sample's high byte (``v >> 8``), an exact reduction
+to 8 bits, so it passes.
 
 Other modes are misread without a word: 16-bit greyscale (``I;16``, ``I`` in older Pillow), 32-bit
 integer ``I`` and float ``F`` are clipped to 0..255 — a 16-bit photo becomes a near-white picture —
-and ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` are converted by naive formulas that ignore the file's
-colour profile. Those are refused by :func:`check_image_mode` with one line naming the file, its mode
+``CMYK`` and ``YCbCr`` are converted by naive formulas that ignore the file's colour profile, and
+``LAB`` / ``HSV`` are colour spaces no dataset stores (PIL's LAB conversion copies raw channels). Those are refused by :func:`check_image_mode` with one line naming the file, its mode
 and the fix; the datasets this pipeline knows hold JPEG ``RGB`` / ``L`` and PNG ``RGB`` / ``RGBA`` /
 ``P`` / ``L`` only.
 """
@@ -36,8 +37,8 @@ _REFUSED: Dict[str, str] = {
     "F": "32-bit float greyscale, clipped to 8 bits it reads as black or white",
     "CMYK": "CMYK print colours, converted without the file's colour profile",
     "YCbCr": "YCbCr, converted without the file's colour profile",
-    "LAB": "CIELAB, which PIL does not convert to RGB",
-    "HSV": "HSV, which PIL does not convert to RGB",
+    "LAB": "CIELAB, whose channels PIL copies as if they were RGB",
+    "HSV": "HSV, a colour space no dataset stores",
 }
 
 

@@ -189,7 +189,14 @@ def pretrain_params(wildcards):
 
 
 def evaluate_params(wildcards):
-    return {"settings": dict(config["evaluate"]), "run": _run(wildcards).identity()}
+    """The evaluate section, the run's identity and its training settings (model.pt must record them)."""
+    run = _run(wildcards)
+    return {"settings": dict(config["evaluate"]), "run": run.identity(), "train": run.train_settings()}
+
+
+def run_train_settings():
+    """[dataset, experiment, merged training settings] of every planned run: the tables check each model's."""
+    return [[d, e, PLAN.run(d, e, PLAN.seeds[0]).train_settings()] for d in PLAN.datasets for e in PLAN.experiments]
 
 
 def evaluate_gpus(wildcards):

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import ReportingError
+from ..repair import model_repair_hint
 from ..upstream import rerun_hint
 
 __all__ = ["RunKey", "Run", "METRICS_FORMATS", "METRIC_KEYS", "load_runs", "check_metrics", "component_flags",
@@ -287,8 +288,40 @@ def _by_folder(paths: Iterable[PathLike], what: str, folders: Mapping[Path, RunK
     return out
 
 
+def _foreign_model(path: Path, key: RunKey, rec_train: Mapping[str, Any], configured: Optional[Mapping[str, Any]],
+                   run_settings: Optional[Mapping[Tuple[str, str], Mapping[str, Any]]]) -> None:
+    """Refuse a run whose model recorded other training settings than the config gives its run.
+
+    ``provenance.config.train`` of metrics.json is the evaluated model's own record. Against the
+    plan's merged settings of the run (``run_settings``) every setting is compared, as the evaluate
+    stage compares them (``maskcl.training.settings.settings_difference``); without them, only the
+    experiment's ``train`` overrides are. So a foreign model never reaches a table, not even through
+    a metrics.json written before the evaluate stage checked its model.
+    """
+    from ..training.settings import settings_difference
+
+    model = path.parent / "model.pt"
+    if run_settings is not None:
+        expected = run_settings.get((key.dataset, key.experiment))
+        if expected is None:
+            raise ReportingError(f"{path}: run {key.dataset}/{key.experiment} is not one the config plans (planned: "
+                                 f"{', '.join(sorted('/'.join(k) for k in run_settings)) or 'none'}); list only the "
+                                 f"config's runs")
+        if not rec_train:
+            raise ReportingError(f"{path}: records no training settings of its model (provenance.config.train), so "
+                                 f"it cannot be shown to be this run's; {rerun_hint(path, 'evaluate')}")
+        diff = settings_difference(rec_train, expected)
+    else:
+        overrides = dict((configured or {}).get("train") or {})
+        diff = settings_difference(rec_train, overrides, only=overrides) if rec_train and overrides else None
+    if diff is not None:
+        what = diff.describe("metrics.json (provenance.config.train, the model's own)", "the config")
+        raise ReportingError(f"{path}: not this run's model: {what}; {model_repair_hint(model)}")
+
+
 def load_runs(metrics: Sequence[PathLike], experiments: Optional[Mapping[str, Mapping[str, Any]]] = None, *,
-              ranks: Sequence[PathLike] = (), train_logs: Sequence[PathLike] = ()) -> List[Run]:
+              ranks: Sequence[PathLike] = (), train_logs: Sequence[PathLike] = (),
+              run_settings: Optional[Mapping[Tuple[str, str], Mapping[str, Any]]] = None) -> List[Run]:
     """Load every run's ``metrics.json`` and attach its ``ranks.npz`` and ``train_log.csv``.
 
     Parameters
@@ -303,6 +336,11 @@ def load_runs(metrics: Sequence[PathLike], experiments: Optional[Mapping[str, Ma
         or mask source and mode, and to check those that do.
     ranks, train_logs : sequence of path-like
         Files beside the metrics files (each must belong to one of the runs).
+    run_settings : mapping, optional
+        (dataset, experiment) → the run's merged training settings from the plan
+        (``rules/common.smk::run_train_settings``): every run must be one of them, and its model's
+        recorded settings must equal them. Without it, the recorded settings are checked against
+        the experiment's ``train`` overrides only.
 
     Returns
     -------
@@ -316,7 +354,8 @@ def load_runs(metrics: Sequence[PathLike], experiments: Optional[Mapping[str, Ma
         No metrics files, a metrics file without a run identity or outside the folder of the run it
         records, a duplicate run, a malformed metrics file or one whose numbers fail
         :func:`check_metrics`, recorded and configured methods that disagree, or a run whose method
-        (or mask source and mode) is neither recorded nor configured.
+        (or mask source and mode) is neither recorded nor configured, or a model whose recorded
+        training settings differ from its run's (a foreign model: the fix retrains the run).
     """
     if not metrics:
         raise ReportingError("no metrics.json inputs: run the train and evaluate rules first (the tables rule "
@@ -351,6 +390,7 @@ def load_runs(metrics: Sequence[PathLike], experiments: Optional[Mapping[str, Ma
             detail = "; ".join(f"{k}: {v}" for k, v in found.items())
             raise ReportingError(f"{m}: the method disagrees ({detail}); the run is stale, rerun train and evaluate")
         method = next(iter(found.values()))
+        _foreign_model(m, key, rec_train, configured, run_settings)
         if rec_train:
             settings = dict(rec_train)
         else:

@@ -13,12 +13,12 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping
+from typing import Any, Collection, Dict, Mapping, Optional, Tuple
 
 from ..config import settings_from_dict
 from ..errors import ConfigError
 
-__all__ = ["TrainSettings", "check_settings"]
+__all__ = ["TrainSettings", "check_settings", "RUN_EXEMPT", "SettingsDifference", "settings_difference"]
 
 
 @dataclass
@@ -119,3 +119,49 @@ def check_settings(s: TrainSettings) -> None:
                           f"cuda, and restrict GPUs with CUDA_VISIBLE_DEVICES")
     if s.device == "cpu" and s.dist_backend == "nccl":
         raise ConfigError("config train.dist_backend is nccl but train.device is cpu; use auto or gloo")
+
+
+#: Settings a trained model does not depend on, so a model recording another value is still the run's:
+#: ``workers`` only (each sample's augmentation is drawn from its own seed, ``maskcl.models.images``,
+#: so the weights do not depend on how many DataLoader processes decode the images). Every other
+#: key can change the weights (``device``, ``world_size``, ``amp`` and ``channels_last`` change the
+#: arithmetic), and Snakemake retrains a run when any of them changes, so none is exempt.
+RUN_EXEMPT: Tuple[str, ...] = ("workers",)
+
+
+@dataclass(frozen=True)
+class SettingsDifference:
+    """The first training setting a trained model records otherwise than its run expects."""
+
+    key: str
+    recorded: Any
+    expected: Any
+    unknown: bool = False   # ``key`` is no setting of this version (a model of another version)
+
+    def describe(self, recorded_in: str, expected_in: str) -> str:
+        """``train.<key> is <recorded> in <recorded_in> but <expected> in <expected_in>``."""
+        if self.unknown:
+            return f"train.{self.key} = {self.recorded!r} in {recorded_in} is not a training setting of this version"
+        return f"train.{self.key} is {self.recorded!r} in {recorded_in} but {self.expected!r} in {expected_in}"
+
+
+def settings_difference(recorded: Mapping[str, Any], expected: Mapping[str, Any], *,
+                        only: Optional[Collection[str]] = None) -> Optional[SettingsDifference]:
+    """The first key, in ``TrainSettings`` order, whose value differs between two settings dicts, or None.
+
+    Both are normalised through ``TrainSettings`` (keys a file of an older version lacks take
+    their defaults; key order does not matter); :data:`RUN_EXEMPT` is skipped. ``only`` limits the
+    comparison to those keys (an experiment's ``train`` overrides). ``expected`` must be valid
+    settings (the plan's); a recorded key that is no setting of this version is a difference.
+    """
+    names = [f.name for f in dataclasses.fields(TrainSettings)]
+    unknown = [k for k in recorded if k not in names]
+    if unknown:
+        return SettingsDifference(unknown[0], recorded[unknown[0]], None, unknown=True)
+    rec, exp = TrainSettings.from_dict(recorded).to_dict(), TrainSettings.from_dict(expected).to_dict()
+    for k in names:
+        if k in RUN_EXEMPT or (only is not None and k not in only):
+            continue
+        if rec[k] != exp[k]:
+            return SettingsDifference(k, rec[k], exp[k])
+    return None
