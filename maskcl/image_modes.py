@@ -29,12 +29,12 @@ READ_MODES: Tuple[str, ...] = ("RGB", "RGBA", "L", "LA", "P", "1")
 
 #: What a refused mode is and what reading it as RGB would do (modes not listed: "not an 8-bit colour image").
 _REFUSED: Dict[str, str] = {
-    "I;16": "16-bit greyscale, clipped to 8 bits it reads as a near-white picture",
-    "I;16B": "16-bit greyscale, clipped to 8 bits it reads as a near-white picture",
-    "I;16L": "16-bit greyscale, clipped to 8 bits it reads as a near-white picture",
-    "I;16N": "16-bit greyscale, clipped to 8 bits it reads as a near-white picture",
-    "I": "16/32-bit integer greyscale, clipped to 8 bits it reads as a near-white picture",
-    "F": "32-bit float greyscale, clipped to 8 bits it reads as black or white",
+    "I;16": "16-bit greyscale, read as near-white once clipped to 8 bits",
+    "I;16B": "16-bit greyscale, read as near-white once clipped to 8 bits",
+    "I;16L": "16-bit greyscale, read as near-white once clipped to 8 bits",
+    "I;16N": "16-bit greyscale, read as near-white once clipped to 8 bits",
+    "I": "16/32-bit integer greyscale, read as near-white once clipped to 8 bits",
+    "F": "32-bit float greyscale, read as black or white once clipped to 8 bits",
     "CMYK": "CMYK print colours, converted without the file's colour profile",
     "YCbCr": "YCbCr, converted without the file's colour profile",
     "LAB": "CIELAB, whose channels PIL copies as if they were RGB",

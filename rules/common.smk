@@ -194,11 +194,6 @@ def evaluate_params(wildcards):
     return {"settings": dict(config["evaluate"]), "run": run.identity(), "train": run.train_settings()}
 
 
-def run_train_settings():
-    """[dataset, experiment, merged training settings] of every planned run: the tables check each model's."""
-    return [[d, e, PLAN.run(d, e, PLAN.seeds[0]).train_settings()] for d in PLAN.datasets for e in PLAN.experiments]
-
-
 def evaluate_gpus(wildcards):
     return 0 if config["evaluate"]["device"] == "cpu" else 1
 
@@ -243,8 +238,10 @@ def all_mask_indexes():
 
 
 def experiment_settings():
-    """What the tables need to know about each experiment: method, masks (source, mode), train overrides."""
-    return {e: x.tables_settings() for e, x in PLAN.experiments.items()}
+    """What the tables need to know about each experiment: method, masks (source, mode), train overrides,
+    and per dataset its runs' merged training settings (each model's recorded ones must equal them)."""
+    runs = {e: {d: PLAN.run(d, e, PLAN.seeds[0]).train_settings() for d in PLAN.datasets} for e in PLAN.experiments}
+    return {e: {**x.tables_settings(), "settings": runs[e]} for e, x in PLAN.experiments.items()}
 
 
 def final_targets():

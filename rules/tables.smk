@@ -30,7 +30,6 @@ rule tables:
         runtime=60,
     params:
         experiments=experiment_settings(),
-        train_settings=run_train_settings(),
         manifests=manifests_by_dataset(),
         mask_indexes=mask_indexes_by_source(),
         settings=config["tables"],

@@ -212,12 +212,17 @@ def _rel_ws(ws: Dict[str, Any], monkeypatch) -> str:
     return str(Path(ws["metrics"][0]).parent.relative_to(root))
 
 
+def _planned(settings: Dict[str, Any], dataset: str = "synthcc") -> Dict[str, Any]:
+    """The tables rule's ``experiments`` param for the workspace's one experiment (its merged settings)."""
+    return {"maskcl": {"method": "maskcl", "masks": "groundtruth-silhouette", "mask_source": "groundtruth",
+                       "mask_mode": "silhouette", "train": {}, "settings": {dataset: settings}}}
+
+
 def test_tables_refuse_an_old_metrics_file_of_a_foreign_model(ws, job, monkeypatch):
     run = _rel_ws(ws, monkeypatch)
     planned = {**_recorded_train(ws), "arch": "resnet18"}   # the workspace's model recorded resnet50
     kw = dict(ws)
-    line = job(lambda smk: upstream.build_report(kw.pop("metrics"), run_settings={("synthcc", "maskcl"): planned},
-                                                 **kw))
+    line = job(lambda smk: upstream.build_report(kw.pop("metrics"), experiments=_planned(planned), **kw))
     assert line == (f"{ws['metrics'][0]}: not this run's model: train.arch is 'resnet50' in metrics.json "
                     f"(provenance.config.train, the model's own) but 'resnet18' in the config; rebuild it by "
                     f"retraining this run: snakemake --cores all --forcerun {run}/model.pt")
@@ -227,23 +232,24 @@ def test_tables_refuse_an_old_metrics_file_of_a_foreign_model(ws, job, monkeypat
 def test_tables_accept_the_runs_own_settings_and_refuse_unplanned_or_unrecorded_runs(ws, monkeypatch):
     _rel_ws(ws, monkeypatch)
     recorded = _recorded_train(ws)
-    (run,) = load_runs(ws["metrics"], run_settings={("synthcc", "maskcl"): {**recorded, "workers": 1}})
+    (run,) = load_runs(ws["metrics"], _planned({**recorded, "workers": 1}))
     assert run.settings["arch"] == "resnet50"
-    with pytest.raises(ReportingError, match=r"run synthcc/maskcl is not one the config plans \(planned: "
-                                             r"synthcc/other\)"):
-        load_runs(ws["metrics"], run_settings={("synthcc", "other"): recorded})
+    with pytest.raises(ReportingError, match=r"experiment maskcl plans no run on dataset synthcc \(planned: ltcc\)"):
+        load_runs(ws["metrics"], _planned(recorded, dataset="ltcc"))
     doc = json.loads(Path(ws["metrics"][0]).read_text())
     del doc["provenance"]["config"]["train"]
     Path(ws["metrics"][0]).write_text(json.dumps(doc))
     with pytest.raises(ReportingError, match=r"records no training settings of its model .*forcerun "
                                              r".*/metrics\.json$"):
-        load_runs(ws["metrics"], run_settings={("synthcc", "maskcl"): recorded})
+        load_runs(ws["metrics"], _planned(recorded))
 
 
-def test_tables_without_the_plan_check_the_experiments_overrides(ws, monkeypatch):
+def test_tables_without_the_merged_settings_check_the_experiments_overrides(ws, monkeypatch):
     _rel_ws(ws, monkeypatch)
     ok = {"maskcl": {"method": "maskcl", "train": {"neighbour_loss": True, "eps": 0.6}}}
     assert len(load_runs(ws["metrics"], ok)) == 1
+    ssl = {"maskcl": {"method": "maskcl", "train": {"pretrained": "ssl"}}}   # a path in the run: not comparable
+    assert len(load_runs(ws["metrics"], ssl)) == 1
     off = {"maskcl": {"method": "maskcl", "train": {"eps": 0.6, "neighbour_loss": False}}}
     with pytest.raises(ReportingError, match=r"not this run's model: train\.neighbour_loss is True in metrics\.json "
                                              r".* but False in the config; rebuild it by retraining this run"):

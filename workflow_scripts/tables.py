@@ -12,8 +12,7 @@ def main(smk):
                  ranks=list(smk.input.ranks), train_logs=list(smk.input.train_logs),
                  manifests=dict(smk.params.manifests),
                  mask_indexes={(d, s): path for d, s, path in smk.params.mask_indexes},
-                 dataset_infos=list(smk.input.dataset_infos),
-                 run_settings={(d, e): s for d, e, s in smk.params.train_settings}, **smk.params.settings)
+                 dataset_infos=list(smk.input.dataset_infos), **smk.params.settings)
 
 
 run_job(main, snakemake)  # noqa: F821 - injected by Snakemake

@@ -288,31 +288,33 @@ def _by_folder(paths: Iterable[PathLike], what: str, folders: Mapping[Path, RunK
     return out
 
 
-def _foreign_model(path: Path, key: RunKey, rec_train: Mapping[str, Any], configured: Optional[Mapping[str, Any]],
-                   run_settings: Optional[Mapping[Tuple[str, str], Mapping[str, Any]]]) -> None:
+def _foreign_model(path: Path, key: RunKey, rec_train: Mapping[str, Any],
+                   configured: Optional[Mapping[str, Any]]) -> None:
     """Refuse a run whose model recorded other training settings than the config gives its run.
 
     ``provenance.config.train`` of metrics.json is the evaluated model's own record. Against the
-    plan's merged settings of the run (``run_settings``) every setting is compared, as the evaluate
-    stage compares them (``maskcl.training.settings.settings_difference``); without them, only the
-    experiment's ``train`` overrides are. So a foreign model never reaches a table, not even through
-    a metrics.json written before the evaluate stage checked its model.
+    plan's merged settings of the run (the experiment's ``settings`` of its dataset) every setting is
+    compared, as the evaluate stage compares them (``maskcl.training.settings.settings_difference``);
+    without them (a caller that passes only the overrides), the experiment's ``train`` overrides
+    are. So a foreign model never reaches a table, not even through a metrics.json written before
+    the evaluate stage checked its model.
     """
     from ..training.settings import settings_difference
 
     model = path.parent / "model.pt"
-    if run_settings is not None:
-        expected = run_settings.get((key.dataset, key.experiment))
+    planned = (configured or {}).get("settings")
+    if planned is not None:
+        expected = planned.get(key.dataset)
         if expected is None:
-            raise ReportingError(f"{path}: run {key.dataset}/{key.experiment} is not one the config plans (planned: "
-                                 f"{', '.join(sorted('/'.join(k) for k in run_settings)) or 'none'}); list only the "
-                                 f"config's runs")
+            raise ReportingError(f"{path}: experiment {key.experiment} plans no run on dataset {key.dataset} "
+                                 f"(planned: {', '.join(sorted(planned)) or 'none'}); list only the config's runs")
         if not rec_train:
             raise ReportingError(f"{path}: records no training settings of its model (provenance.config.train), so "
                                  f"it cannot be shown to be this run's; {rerun_hint(path, 'evaluate')}")
         diff = settings_difference(rec_train, expected)
-    else:
-        overrides = dict((configured or {}).get("train") or {})
+    else:   # the overrides as the config writes them; ``pretrained: ssl`` becomes the warm-up's path in a run
+        overrides = {k: v for k, v in dict((configured or {}).get("train") or {}).items()
+                     if not (k == "pretrained" and v == "ssl")}
         diff = settings_difference(rec_train, overrides, only=overrides) if rec_train and overrides else None
     if diff is not None:
         what = diff.describe("metrics.json (provenance.config.train, the model's own)", "the config")
@@ -320,8 +322,7 @@ def _foreign_model(path: Path, key: RunKey, rec_train: Mapping[str, Any], config
 
 
 def load_runs(metrics: Sequence[PathLike], experiments: Optional[Mapping[str, Mapping[str, Any]]] = None, *,
-              ranks: Sequence[PathLike] = (), train_logs: Sequence[PathLike] = (),
-              run_settings: Optional[Mapping[Tuple[str, str], Mapping[str, Any]]] = None) -> List[Run]:
+              ranks: Sequence[PathLike] = (), train_logs: Sequence[PathLike] = ()) -> List[Run]:
     """Load every run's ``metrics.json`` and attach its ``ranks.npz`` and ``train_log.csv``.
 
     Parameters
@@ -331,16 +332,13 @@ def load_runs(metrics: Sequence[PathLike], experiments: Optional[Mapping[str, Ma
         dataset, experiment, masks, seed, and usually method).
     experiments : mapping, optional
         The config's experiments: experiment → ``{"method": ..., "masks": ..., "mask_source": ...,
-        "mask_mode": ..., "train": {overrides}}`` (``rules/common.smk::experiment_settings``; other
-        keys ignored). Used for runs whose metrics.json does not record its method, training settings
-        or mask source and mode, and to check those that do.
+        "mask_mode": ..., "train": {overrides}, "settings": {dataset: merged training settings}}``
+        (``rules/common.smk::experiment_settings``; other keys ignored). Used for runs whose
+        metrics.json does not record its method, training settings or mask source and mode, and to
+        check those that do: with ``settings``, a run's recorded training settings must equal its
+        dataset's (every key but ``workers``), else the ``train`` overrides' keys.
     ranks, train_logs : sequence of path-like
         Files beside the metrics files (each must belong to one of the runs).
-    run_settings : mapping, optional
-        (dataset, experiment) → the run's merged training settings from the plan
-        (``rules/common.smk::run_train_settings``): every run must be one of them, and its model's
-        recorded settings must equal them. Without it, the recorded settings are checked against
-        the experiment's ``train`` overrides only.
 
     Returns
     -------
@@ -390,7 +388,7 @@ def load_runs(metrics: Sequence[PathLike], experiments: Optional[Mapping[str, Ma
             detail = "; ".join(f"{k}: {v}" for k, v in found.items())
             raise ReportingError(f"{m}: the method disagrees ({detail}); the run is stale, rerun train and evaluate")
         method = next(iter(found.values()))
-        _foreign_model(m, key, rec_train, configured, run_settings)
+        _foreign_model(m, key, rec_train, configured)
         if rec_train:
             settings = dict(rec_train)
         else:

@@ -171,8 +171,7 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
                  mask_indexes: Optional[Mapping[Tuple[str, str], PathLike]] = None, dataset_infos: Sequence[PathLike] = (),
                  published: bool = True, published_path: Optional[PathLike] = None, topk_grid: int = 10,
                  num_grid_queries: int = 6, figure_seed: int = 0, cmc_max_rank: int = 20,
-                 overlay_per_split: int = 3,
-                 run_settings: Optional[Mapping[Tuple[str, str], Mapping[str, Any]]] = None) -> ReportOutputs:
+                 overlay_per_split: int = 3) -> ReportOutputs:
     """Write every table and figure of the evaluated runs.
 
     Parameters
@@ -202,9 +201,6 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
         Last rank drawn in CMC figures (at most the 50 kept in metrics.json).
     overlay_per_split : int
         Images per split in mask overlay figures.
-    run_settings : mapping, optional
-        (dataset, experiment) → the run's merged training settings from the plan: each run's model
-        must have recorded exactly these (``load_runs``).
 
     Returns
     -------
@@ -222,7 +218,7 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
     tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
     # 1. read and check every input before anything is written: a bad upstream file stops the stage
     #    with its one line and leaves no table or figure behind
-    runs = load_runs(metrics, experiments, ranks=ranks, train_logs=train_logs, run_settings=run_settings)
+    runs = load_runs(metrics, experiments, ranks=ranks, train_logs=train_logs)
     train_logs_read = {run.folder: read_train_log(run.train_log_path, allow_empty=run.method in UNTRAINED_METHODS)
                        for run in runs if run.train_log_path is not None}
     specs, per_seed, agg = _table_specs(runs, published, published_path, train_logs_read)
