@@ -85,10 +85,20 @@ def test_the_runs_own_model_passes(workdir):
     check(MODEL)
 
 
-def test_an_older_file_lacking_a_new_setting_at_its_default_passes_and_key_order_does_not_matter(workdir):
-    older = {k: v for k, v in reversed(list(PLAN.items())) if k != "softmax_eps"}   # added in a later version
-    write_model(workdir / MODEL, older)
-    check(MODEL)
+def test_key_order_does_not_matter_and_the_plans_dict_is_completed_by_its_defaults(workdir):
+    write_model(workdir / MODEL, dict(reversed(list(PLAN.items()))))
+    _, _, meta = load_model(MODEL)
+    check_run_model(MODEL, meta, {k: v for k, v in PLAN.items() if k != "extras"}, 0)   # the plan has no extras
+
+
+def test_an_older_file_lacking_a_setting_is_refused_even_at_todays_default(workdir, job):
+    """``neighbour_weights`` did not exist before a later version: a model trained then did what the
+    code did then, not what today's default says, so it is not this run's model."""
+    older = {k: v for k, v in PLAN.items() if k != "neighbour_weights"}
+    write_model(workdir / MODEL, PLAN, settings=older)
+    line = job(lambda smk: check(MODEL))
+    assert line == (f"{MODEL}: not this run's model: train.neighbour_weights is not recorded in the file (a model "
+                    f"of an older version) but is 'official' in this run's config; {RETRAIN}")
 
 
 def test_settings_that_cannot_change_the_weights_are_exempt(workdir):
@@ -271,6 +281,15 @@ def test_dag_refuses_a_foreign_model_in_a_run_folder(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = tmp_path / Path(target).parent
+    # what the tables rule is told (rules/common.smk experiment_settings) fits what the run recorded
+    from maskcl.config import load_config
+    from maskcl.plan import build_plan
+
+    plan = build_plan(load_config(str(tmp_path / "config.yaml")))
+    planned = {e: {**x.tables_settings(), "settings": {"synthcc": plan.run("synthcc", e, 0).train_settings()}}
+               for e, x in plan.experiments.items()}
+    (loaded,) = load_runs([run / "metrics.json"], planned)
+    assert loaded.settings["arch"] == "resnet18"
     own = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
     shutil.copy(run / "model.pt", tmp_path / "own.pt")
     write_model(run / "model.pt", {**own["settings"], "arch": "resnet34"})   # self-consistent, another arch

@@ -108,9 +108,10 @@ def check_run_model(path: os.PathLike | str, meta: Mapping[str, Any], train: Map
 
     What the file records (``meta`` from ``maskcl.models.export.load_model``) is compared with the
     run it is read for: the method, architecture, input size, pooling and last stride that rebuild
-    the network, the seed, then every training setting (``train``, the plan's merged settings, and
-    the file's ``settings``, both normalised by ``TrainSettings``; only settings that cannot change
-    the weights are exempt, ``maskcl.training.settings.RUN_EXEMPT``). A self-consistent model of
+    the network, the seed, then every training setting (``train``, the plan's merged settings,
+    against the file's ``settings``: ``maskcl.training.settings.settings_difference``; only settings
+    that cannot change the weights are exempt, ``RUN_EXEMPT``, and a setting the file does not
+    record, a file of an older version, is a difference). A self-consistent model of
     another run or configuration placed in the run folder would otherwise be evaluated and reach
     the tables under this run's name.
 
