@@ -219,7 +219,9 @@ def pretrain_params(wildcards):
 
 
 def evaluate_params(wildcards):
-    return {"settings": dict(config["evaluate"]), "run": _run(wildcards).identity()}
+    """The evaluate section, the run's identity and its training settings (model.pt must record them)."""
+    run = _run(wildcards)
+    return {"settings": dict(config["evaluate"]), "run": run.identity(), "train": run.train_settings()}
 
 
 def evaluate_gpus(wildcards):
@@ -266,8 +268,10 @@ def all_mask_indexes():
 
 
 def experiment_settings():
-    """What the tables need to know about each experiment: method, masks (source, mode), train overrides."""
-    return {e: x.tables_settings() for e, x in PLAN.experiments.items()}
+    """What the tables need to know about each experiment: method, masks (source, mode), train overrides,
+    and per dataset its runs' merged training settings (each model's recorded ones must equal them)."""
+    runs = {e: {d: PLAN.run(d, e, PLAN.seeds[0]).train_settings() for d in PLAN.datasets} for e in PLAN.experiments}
+    return {e: {**x.tables_settings(), "settings": runs[e]} for e, x in PLAN.experiments.items()}
 
 
 def final_targets():

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import pandas as pd
 
 from ..errors import ConfigError, DatasetError
+from ..image_modes import check_image_mode
 from ..io import write_csv_atomic, write_json_atomic
 from ..repair import dataset_repair_hint
 from .extract import EXTRACT_MARKER, remove_leftovers, safe_extract
@@ -33,7 +34,8 @@ PathLike = Union[str, os.PathLike]
 
 # ---------------------------------------------------------------------------------------------- images
 def check_images(paths: List[str], progress: bool = True) -> None:
-    """Open and fully decode every image; the first unreadable one raises a ``DatasetError``.
+    """Open and fully decode every image; the first unreadable one, or one of a mode the loaders would
+    misread (``maskcl.image_modes``: a 16-bit PNG, a CMYK JPEG), raises a ``DatasetError``.
 
     ``Image.verify()`` alone misses truncated files (it checks structure, not pixel data), so each
     file is verified and then reopened and loaded.
@@ -48,8 +50,10 @@ def check_images(paths: List[str], progress: bool = True) -> None:
                 im.verify()
             with Image.open(p) as im:
                 im.load()
+                mode = im.mode
         except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
             raise DatasetError(f"unreadable image {p}: {type(e).__name__}: {e}; {dataset_repair_hint(p)}") from None
+        check_image_mode(p, mode, error=DatasetError, fix=dataset_repair_hint(p))
 
 
 # ---------------------------------------------------------------------------------------------- stage

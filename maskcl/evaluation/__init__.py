@@ -19,7 +19,7 @@ from .protocols import (HEADLINE, PROTOCOLS, Protocol, ProtocolResult, get_proto
                         list_protocols, required_rows, required_splits, run_protocols, single_shot_galleries)
 from .rerank import RERANK_DEFAULTS, k_reciprocal_rerank, rerank_chunks
 from .settings import EvalSettings
-from .stage import evaluate_checkpoint, evaluate_model, evaluate_run
+from .stage import check_run_model, evaluate_checkpoint, evaluate_model, evaluate_run
 
 __all__ = [
     "RULES", "METRICS", "EvaluationError", "RankingResult", "ChunkedEvaluation",
@@ -30,5 +30,5 @@ __all__ = [
     "Protocol", "ProtocolResult", "PROTOCOLS", "HEADLINE", "list_protocols", "get_protocol",
     "headline_protocol", "required_splits", "required_rows", "single_shot_galleries", "run_protocols",
     "METRICS_FORMAT", "provenance", "metrics_document", "write_metrics_json", "write_ranks",
-    "EvalSettings", "evaluate_run", "evaluate_model", "evaluate_checkpoint",
+    "EvalSettings", "evaluate_run", "evaluate_model", "evaluate_checkpoint", "check_run_model",
 ]

@@ -10,8 +10,9 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 import pandas as pd
 import torch
 
-from ..errors import EvaluationError
+from ..errors import CheckpointError, EvaluationError
 from ..io import write_json_atomic
+from ..repair import model_repair_hint
 from ..upstream import read_csv_file
 from .features import extract_features
 from .output import provenance as make_provenance
@@ -19,7 +20,7 @@ from .output import metrics_document, write_ranks
 from .protocols import ProtocolResult, headline_protocol, required_rows, run_protocols
 from .settings import EvalSettings
 
-__all__ = ["evaluate_run", "evaluate_model", "evaluate_checkpoint"]
+__all__ = ["evaluate_run", "evaluate_model", "evaluate_checkpoint", "check_run_model"]
 
 log = logging.getLogger(__name__)
 
@@ -102,23 +103,71 @@ def evaluate_model(dataset: str, manifest: pd.DataFrame, model: Callable[[torch.
                         provenance=prov, max_rank=max_rank, chunk_size=chunk_size, device=device)
 
 
+def check_run_model(path: os.PathLike | str, meta: Mapping[str, Any], train: Mapping[str, Any], seed: int) -> None:
+    """Refuse a ``model.pt`` that is not the run's model, before anything is computed from it.
+
+    What the file records (``meta`` from ``maskcl.models.export.load_model``) is compared with the
+    run it is read for: the method, architecture, input size, pooling and last stride that rebuild
+    the network, the seed, then every training setting (``train``, the plan's merged settings,
+    against the file's ``settings``: ``maskcl.training.settings.settings_difference``; only settings
+    that cannot change the weights are exempt, ``RUN_EXEMPT``, and a setting the file does not
+    record, a file of an older version, is a difference). A self-consistent model of
+    another run or configuration placed in the run folder would otherwise be evaluated and reach
+    the tables under this run's name.
+
+    Raises
+    ------
+    CheckpointError
+        ``<path>: not this run's model: <field> is <recorded> in the file but <expected> in this
+        run's config; <the command that retrains the run>``.
+    """
+    from ..training.settings import TrainSettings, settings_difference
+
+    s = TrainSettings.from_dict(train)
+    size = meta.get("input_size")
+    fields = (("method", meta.get("method"), s.method, "the experiment's method"),
+              ("arch", meta.get("arch"), s.arch, "train.arch"),
+              ("input_size", list(size) if isinstance(size, (list, tuple)) else size, [s.height, s.width],
+               "train.height, train.width"),
+              ("pooling", meta.get("pooling"), s.pooling, "train.pooling"),
+              ("last_stride", meta.get("last_stride"), s.last_stride, "train.last_stride"),
+              ("seed", meta.get("seed"), int(seed), "the run's seed"))
+    for name, recorded, expected, key in fields:
+        if recorded != expected:
+            raise CheckpointError(f"{path}: not this run's model: {name} is {recorded!r} in the file but {expected!r} "
+                                  f"in this run's config ({key}); {model_repair_hint(path)}")
+    recorded_settings = meta.get("settings")
+    if not isinstance(recorded_settings, Mapping):
+        raise CheckpointError(f"{path}: not this run's model: it records no training settings; "
+                              f"{model_repair_hint(path)}")
+    diff = settings_difference(recorded_settings, train)
+    if diff is not None:
+        what = diff.describe("the file", "this run's config")
+        raise CheckpointError(f"{path}: not this run's model: {what}; {model_repair_hint(path)}")
+
+
 def evaluate_checkpoint(dataset: str, manifest_path: os.PathLike | str, model_path: os.PathLike | str,
                         out_metrics: os.PathLike | str, out_ranks: os.PathLike | str, *,
                         settings: Union[EvalSettings, Mapping[str, Any]], device: Optional[str] = None,
-                        threads: Optional[int] = None,
-                        run: Optional[Mapping[str, Any]] = None) -> Dict[str, ProtocolResult]:
-    """The ``evaluate`` rule: load ``model.pt`` (RGB branch), run every protocol, write both files.
+                        threads: Optional[int] = None, run: Optional[Mapping[str, Any]] = None,
+                        train: Optional[Mapping[str, Any]] = None) -> Dict[str, ProtocolResult]:
+    """The ``evaluate`` rule: load ``model.pt`` (RGB branch), check it is the run's, evaluate, write both files.
 
     ``settings`` is an ``EvalSettings`` or the config's ``evaluate`` section as the rule passes it
     (a partial one is completed from the schema); a section is recorded verbatim in the provenance
     (``config.evaluate``, its key order included), a record as ``to_dict()``. ``device`` overrides
-    ``settings.device`` (the spec resolved by ``select_device``). ``run`` describes the run
-    (dataset, experiment, masks, seed) and is recorded in the provenance with the model's training
-    settings.
+    ``settings.device`` (the spec resolved by ``select_device``). ``run`` describes the run (dataset,
+    experiment, method, masks, seed) and is recorded in the provenance with the model's training
+    settings. ``train`` is the run's training settings as the plan merges them: the model must be
+    the one ``train`` and ``run['seed']`` describe (:func:`check_run_model`, before any feature is
+    computed). The evaluate rule always passes both; a library call without ``train`` evaluates
+    the file as it is (a user's own model), which is logged.
     """
     from ..devices import select_device
     from ..models.export import load_model
 
+    if train is not None and (run is None or "seed" not in run):
+        raise ValueError("evaluate_checkpoint: train settings given without run['seed'] to check the model by")
     if isinstance(settings, EvalSettings):
         record, section = settings, settings.to_dict()
     else:
@@ -129,6 +178,10 @@ def evaluate_checkpoint(dataset: str, manifest_path: os.PathLike | str, model_pa
         torch.set_num_threads(int(threads))
     dev = select_device(device if device is not None else record.device, key="evaluate.device")
     model, transform, meta = load_model(model_path, dev)
+    if train is not None:
+        check_run_model(model_path, meta, train, run["seed"])
+    else:
+        log.warning("%s: not checked against a run (no training settings given); evaluated as it is", model_path)
     config = {"run": dict(run or {}), "train": meta.get("settings"), "evaluate": section, "model": str(model_path)}
     return evaluate_model(dataset, manifest, model, transform, out_metrics, out_ranks, settings=record, device=dev,
                           config=config, training=meta.get("training"))

@@ -43,7 +43,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DatasetError, ImageReadError
+from ..image_modes import check_image_mode
 from ..registry import Registry
+from ..repair import dataset_repair_hint
 from .labels import LIP, LabelSet
 
 __all__ = ["MASK_SOURCES", "MaskItem", "MaskSource", "ImageReadError", "GroundTruthSource",
@@ -71,9 +73,14 @@ def _bad_image(path: str, err: BaseException) -> ImageReadError:
 
 
 def image_size(path: str) -> Tuple[int, int]:
-    """(height, width) from the image header, without decoding the pixels."""
+    """(height, width) from the image header, without decoding the pixels; its mode checked too.
+
+    The parse stage asks every image's size first, so an image of a mode no stage reads exactly
+    (``maskcl.image_modes``) stops it before any mask is made, whatever the mask source.
+    """
     try:
         with Image.open(path) as im:
+            check_image_mode(path, im.mode, error=ImageReadError, fix=dataset_repair_hint(path))
             w, h = im.size
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise _bad_image(path, e) from None
@@ -84,15 +91,17 @@ def read_image(path: str, channels: str = "RGB") -> np.ndarray:
     """Decode an image to uint8 H×W×3 in ``channels`` order ("RGB" or "BGR").
 
     Colour conversion follows PIL (grey and palette images are expanded, alpha is dropped), which
-    matches ``cv2.imread(IMREAD_COLOR)`` for the 8-bit images ReID datasets contain.
+    matches ``cv2.imread(IMREAD_COLOR)`` for the 8-bit images ReID datasets contain; other modes
+    (16-bit greyscale, CMYK, ...) are refused (``maskcl.image_modes``).
 
     Raises
     ------
     ImageReadError
-        One line naming the file when it is missing, truncated or not an image.
+        One line naming the file when it is missing, truncated, not an image or of a refused mode.
     """
     try:
         with Image.open(path) as im:
+            check_image_mode(path, im.mode, error=ImageReadError, fix=dataset_repair_hint(path))
             arr = np.asarray(im.convert("RGB"))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise _bad_image(path, e) from None

@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import CheckpointError
 from ..registry import Registry
 
-__all__ = ["BACKBONES", "ReIDBackbone", "GeneralizedMeanPooling", "build_backbone", "load_pretrained",
+__all__ = ["BACKBONES", "POOLINGS", "ReIDBackbone", "GeneralizedMeanPooling", "build_backbone", "load_pretrained",
            "feature_dim"]
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 BACKBONES = Registry("backbone")
 for _name, _dim in (("resnet18", 512), ("resnet34", 512), ("resnet50", 2048), ("resnet101", 2048)):
     BACKBONES.register(_name, _dim)
+#: Global poolings of the backbone (``train.pooling``).
+POOLINGS = ("avg", "gem")
 
 
 def feature_dim(arch: str) -> int:
@@ -137,7 +139,7 @@ class ReIDBackbone(nn.Module):
         elif pooling == "gem":
             self.pool = GeneralizedMeanPooling()
         else:
-            raise ValueError(f"unknown pooling {pooling!r} (avg or gem)")
+            raise ValueError(f"unknown pooling {pooling!r} ({' or '.join(POOLINGS)})")
         self.neck = nn.BatchNorm1d(self.dim)
         self.neck.bias.requires_grad_(False)
         nn.init.constant_(self.neck.weight, 1.0)

@@ -16,12 +16,14 @@ import torch
 from ..errors import CheckpointError
 from ..io import atomic_path
 from ..repair import model_repair_hint
-from .backbone import ReIDBackbone
+from .backbone import BACKBONES, POOLINGS, ReIDBackbone
 from .transforms import test_transform
 
 __all__ = ["MODEL_FORMAT", "save_model", "load_model"]
 
 MODEL_FORMAT = "maskcl-model/1"
+#: Keys of a ``model.pt`` every reader needs (``training``, ``dim``, ``epochs``, ... are provenance).
+_REQUIRED = ("method", "arch", "pooling", "last_stride", "input_size", "settings", "seed", "state_dict")
 
 
 def save_model(path: str | Path, *, method: str, arch: str, dim: int, pooling: str, last_stride: int,
@@ -48,8 +50,66 @@ def save_model(path: str | Path, *, method: str, arch: str, dim: int, pooling: s
             raise RuntimeError(f"{path}: {e}") from None
 
 
+def _metadata_problem(obj: Mapping[str, Any]) -> Optional[str]:
+    """What keeps a ``model.pt`` dict from rebuilding its network and naming its run, or None.
+
+    Every key :func:`save_model` writes that the readers use must be there with its type:
+    the network's recipe (``arch``, ``pooling``, ``last_stride``, ``input_size``), the weights, and
+    what names the run (``method``, ``settings``, ``seed``).
+    """
+    missing = [k for k in _REQUIRED if k not in obj]
+    if missing:
+        return f"metadata lacks {', '.join(missing)}"
+    if not isinstance(obj["method"], str):
+        return f"method {obj['method']!r} is not a name"
+    if not isinstance(obj["arch"], str) or obj["arch"] not in BACKBONES:
+        return f"arch {obj['arch']!r} is not one of the backbones ({', '.join(BACKBONES.names())})"
+    if obj["pooling"] not in POOLINGS:
+        return f"pooling {obj['pooling']!r} is not one of {', '.join(POOLINGS)}"
+    if type(obj["last_stride"]) is not int or obj["last_stride"] not in (1, 2):
+        return f"last_stride {obj['last_stride']!r} is not 1 or 2"
+    size = obj["input_size"]
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(type(v) is int and v > 0 for v in size)):
+        return f"input_size {size!r} is not [height, width] in pixels"
+    if type(obj["seed"]) is not int:
+        return f"seed {obj['seed']!r} is not an integer"
+    if not isinstance(obj["settings"], dict):
+        return f"settings is a {type(obj['settings']).__name__}, not the training settings"
+    weights = obj["state_dict"]
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in weights.items()):
+        return "state_dict is not a dict of named tensors"
+    return None
+
+
+def _fit_problem(model: ReIDBackbone, weights: Mapping[str, torch.Tensor], arch: str) -> Optional[str]:
+    """How ``weights`` fail to fit ``model`` (missing, unexpected or mis-shaped tensors), or None."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shaped = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    if shaped:
+        k = shaped[0]
+        return (f"its weights do not fit its arch {arch}: {len(shaped)} tensor(s) of another shape, e.g. {k} "
+                f"{list(weights[k].shape)} where {arch} has {list(own[k].shape)}")
+    if missing or unexpected:
+        return (f"its weights do not fit its arch {arch}: {len(missing)} missing tensor(s) {missing[:3]}, "
+                f"{len(unexpected)} unexpected {unexpected[:3]}")
+    return None
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Tuple[ReIDBackbone, Any, Dict[str, Any]]:
-    """Return (RGB backbone in eval mode on ``device``, its test transform, the file's metadata)."""
+    """Return (RGB backbone in eval mode on ``device``, its test transform, the file's metadata).
+
+    Raises
+    ------
+    CheckpointError
+        One line naming the file and the command that rebuilds it: missing, unreadable, of another
+        format, metadata missing or of the wrong type, or weights that do not fit the recorded
+        architecture. Whether the model is the one a run expects is the reader's check
+        (``maskcl.evaluation.check_run_model``).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: model file not found; {model_repair_hint(path)}")
@@ -64,13 +124,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Tuple[Re
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path}: not a {MODEL_FORMAT} file (format {found}); {model_repair_hint(path)}")
-    model = ReIDBackbone(obj["arch"], pretrained="none", last_stride=int(obj["last_stride"]),
-                         pooling=obj["pooling"])
-    missing, unexpected = model.load_state_dict(obj["state_dict"], strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit {obj['arch']}: missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]}")
+    problem = _metadata_problem(obj)
+    if problem is None:
+        model = ReIDBackbone(obj["arch"], pretrained="none", last_stride=obj["last_stride"], pooling=obj["pooling"])
+        problem = _fit_problem(model, obj["state_dict"], obj["arch"])
+    if problem is not None:
+        raise CheckpointError(f"{path}: malformed {MODEL_FORMAT} file: {problem}; {model_repair_hint(path)}")
+    model.load_state_dict(obj["state_dict"])
     model.eval().to(device)
     h, w = obj["input_size"]
     meta = {k: v for k, v in obj.items() if k not in ("state_dict", "mask_state_dict")}
-    return model, test_transform((int(h), int(w))), meta
+    return model, test_transform((h, w)), meta

@@ -8,7 +8,8 @@ batch) — not on the number of DataLoader workers, the process layout or an int
 
 Two readers keep each stage's one-line error: :func:`load_rgb` for training images (a dataset
 problem), :func:`load_rgb_eval` for evaluation; both name the file and the command that repairs the
-dataset it belongs to (``maskcl.repair.dataset_repair_hint``). Raised in a DataLoader worker, the
+dataset it belongs to (``maskcl.repair.dataset_repair_hint``), and both refuse an image whose mode
+``convert("RGB")`` would misread (a 16-bit PNG, a CMYK JPEG: ``maskcl.image_modes``). Raised in a DataLoader worker, the
 error reaches the job re-raised by torch, and ``maskcl.workflow.run_job`` prints its message again.
 """
 
@@ -24,6 +25,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import DatasetError, EvaluationError
+from ..image_modes import check_image_mode
 from ..repair import dataset_repair_hint
 
 __all__ = ["ImageSet", "Key", "load_rgb", "load_rgb_eval", "seeded", "split_key"]
@@ -42,9 +44,10 @@ def _io_failure(e: OSError) -> bool:
 
 
 def load_rgb(path: str) -> Image.Image:
-    """A training image as RGB; unreadable → :class:`DatasetError` naming how to repair the dataset."""
+    """A training image as RGB; unreadable or of a mode read wrong → :class:`DatasetError` naming the fix."""
     try:
         with Image.open(path) as im:
+            check_image_mode(path, im.mode, error=DatasetError, fix=dataset_repair_hint(path))
             return im.convert("RGB")
     except (OSError, ValueError) as e:
         if isinstance(e, OSError) and _io_failure(e):
@@ -53,9 +56,10 @@ def load_rgb(path: str) -> Image.Image:
 
 
 def load_rgb_eval(path: str) -> Image.Image:
-    """An evaluation image as RGB; missing or unreadable → :class:`EvaluationError` naming the fix."""
+    """An evaluation image as RGB; missing, unreadable or of a mode read wrong → :class:`EvaluationError`."""
     try:
         with Image.open(path) as im:
+            check_image_mode(path, im.mode, error=EvaluationError, fix=dataset_repair_hint(path))
             return im.convert("RGB")
     except FileNotFoundError:
         raise EvaluationError(f"{path}: image not found; {dataset_repair_hint(path)}") from None

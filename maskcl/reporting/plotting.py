@@ -16,8 +16,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ..io import atomic_path, write_csv_atomic
 from ..errors import ReportingError
+from ..image_modes import check_image_mode
+from ..io import atomic_path, write_csv_atomic
+from ..repair import dataset_repair_hint
 
 __all__ = ["new_figure", "save_figure", "sidecar_path", "load_tile", "COLOURS"]
 
@@ -73,7 +75,9 @@ def load_tile(image: str, height: int, mask: Optional[str] = None, *, nearest: b
 
     ``nearest`` resamples without blending (for label-like images such as part maps).
     """
-    im = _open(image, "image").convert("RGB")
+    im = _open(image, "image")
+    check_image_mode(image, im.mode, error=ReportingError, fix=dataset_repair_hint(image))
+    im = im.convert("RGB")
     w = max(1, round(im.width * height / im.height))
     tile = np.asarray(im.resize((w, height), Image.NEAREST if nearest else Image.BILINEAR))
     if mask is None:

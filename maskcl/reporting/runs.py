@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import ReportingError
+from ..repair import model_repair_hint
 from ..upstream import rerun_hint
 
 __all__ = ["RunKey", "Run", "METRICS_FORMATS", "METRIC_KEYS", "load_runs", "check_metrics", "component_flags",
@@ -287,6 +288,39 @@ def _by_folder(paths: Iterable[PathLike], what: str, folders: Mapping[Path, RunK
     return out
 
 
+def _foreign_model(path: Path, key: RunKey, rec_train: Mapping[str, Any],
+                   configured: Optional[Mapping[str, Any]]) -> None:
+    """Refuse a run whose model recorded other training settings than the config gives its run.
+
+    ``provenance.config.train`` of metrics.json is the evaluated model's own record. Against the
+    plan's merged settings of the run (the experiment's ``settings`` of its dataset) every setting is
+    compared, as the evaluate stage compares them (``maskcl.training.settings.settings_difference``);
+    without them (a caller that passes only the overrides), the experiment's ``train`` overrides
+    are. So a foreign model never reaches a table, not even through a metrics.json written before
+    the evaluate stage checked its model.
+    """
+    from ..training.settings import settings_difference
+
+    model = path.parent / "model.pt"
+    planned = (configured or {}).get("settings")
+    if planned is not None:
+        expected = planned.get(key.dataset)
+        if expected is None:
+            raise ReportingError(f"{path}: experiment {key.experiment} plans no run on dataset {key.dataset} "
+                                 f"(planned: {', '.join(sorted(planned)) or 'none'}); list only the config's runs")
+        if not rec_train:
+            raise ReportingError(f"{path}: records no training settings of its model (provenance.config.train), so "
+                                 f"it cannot be shown to be this run's; {rerun_hint(path, 'evaluate')}")
+        diff = settings_difference(rec_train, expected)
+    else:   # the overrides as the config writes them; ``pretrained: ssl`` becomes the warm-up's path in a run
+        overrides = {k: v for k, v in dict((configured or {}).get("train") or {}).items()
+                     if not (k == "pretrained" and v == "ssl")}
+        diff = settings_difference(rec_train, overrides, only=overrides) if rec_train and overrides else None
+    if diff is not None:
+        what = diff.describe("metrics.json (provenance.config.train, the model's own)", "the config")
+        raise ReportingError(f"{path}: not this run's model: {what}; {model_repair_hint(model)}")
+
+
 def load_runs(metrics: Sequence[PathLike], experiments: Optional[Mapping[str, Mapping[str, Any]]] = None, *,
               ranks: Sequence[PathLike] = (), train_logs: Sequence[PathLike] = ()) -> List[Run]:
     """Load every run's ``metrics.json`` and attach its ``ranks.npz`` and ``train_log.csv``.
@@ -298,9 +332,11 @@ def load_runs(metrics: Sequence[PathLike], experiments: Optional[Mapping[str, Ma
         dataset, experiment, masks, seed, and usually method).
     experiments : mapping, optional
         The config's experiments: experiment → ``{"method": ..., "masks": ..., "mask_source": ...,
-        "mask_mode": ..., "train": {overrides}}`` (``rules/common.smk::experiment_settings``; other
-        keys ignored). Used for runs whose metrics.json does not record its method, training settings
-        or mask source and mode, and to check those that do.
+        "mask_mode": ..., "train": {overrides}, "settings": {dataset: merged training settings}}``
+        (``rules/common.smk::experiment_settings``; other keys ignored). Used for runs whose
+        metrics.json does not record its method, training settings or mask source and mode, and to
+        check those that do: with ``settings``, a run's recorded training settings must equal its
+        dataset's (every key but ``workers``), else the ``train`` overrides' keys.
     ranks, train_logs : sequence of path-like
         Files beside the metrics files (each must belong to one of the runs).
 
@@ -316,7 +352,8 @@ def load_runs(metrics: Sequence[PathLike], experiments: Optional[Mapping[str, Ma
         No metrics files, a metrics file without a run identity or outside the folder of the run it
         records, a duplicate run, a malformed metrics file or one whose numbers fail
         :func:`check_metrics`, recorded and configured methods that disagree, or a run whose method
-        (or mask source and mode) is neither recorded nor configured.
+        (or mask source and mode) is neither recorded nor configured, or a model whose recorded
+        training settings differ from its run's (a foreign model: the fix retrains the run).
     """
     if not metrics:
         raise ReportingError("no metrics.json inputs: run the train and evaluate rules first (the tables rule "
@@ -351,6 +388,7 @@ def load_runs(metrics: Sequence[PathLike], experiments: Optional[Mapping[str, Ma
             detail = "; ".join(f"{k}: {v}" for k, v in found.items())
             raise ReportingError(f"{m}: the method disagrees ({detail}); the run is stale, rerun train and evaluate")
         method = next(iter(found.values()))
+        _foreign_model(m, key, rec_train, configured)
         if rec_train:
             settings = dict(rec_train)
         else:

@@ -13,12 +13,12 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping
+from typing import Any, Collection, Dict, Mapping, Optional, Tuple
 
 from ..config import settings_from_dict
 from ..errors import ConfigError
 
-__all__ = ["TrainSettings", "check_settings"]
+__all__ = ["TrainSettings", "check_settings", "RUN_EXEMPT", "SettingsDifference", "settings_difference"]
 
 
 @dataclass
@@ -119,3 +119,61 @@ def check_settings(s: TrainSettings) -> None:
                           f"cuda, and restrict GPUs with CUDA_VISIBLE_DEVICES")
     if s.device == "cpu" and s.dist_backend == "nccl":
         raise ConfigError("config train.dist_backend is nccl but train.device is cpu; use auto or gloo")
+
+
+#: Settings a trained model does not depend on, so a model recording another value is still the run's:
+#: ``workers`` only (each sample's augmentation is drawn from its own seed, ``maskcl.models.images``,
+#: so the weights do not depend on how many DataLoader processes decode the images). Every other
+#: key can change the weights (``device``, ``world_size``, ``amp`` and ``channels_last`` change the
+#: arithmetic), and Snakemake retrains a run when any of them changes, so none is exempt.
+RUN_EXEMPT: Tuple[str, ...] = ("workers",)
+
+
+@dataclass(frozen=True)
+class SettingsDifference:
+    """The first training setting a trained model records otherwise than its run expects.
+
+    ``kind`` is ``value`` (both have it, with other values), ``missing`` (the file does not record
+    it: a model of an older version, trained before the setting existed, whatever its default is
+    now) or ``unknown`` (the file records a key that is no setting of this version).
+    """
+
+    key: str
+    recorded: Any
+    expected: Any
+    kind: str = "value"
+
+    def describe(self, recorded_in: str, expected_in: str) -> str:
+        """``train.<key> is <recorded> in <recorded_in> but <expected> in <expected_in>``, or the like."""
+        if self.kind == "unknown":
+            return f"train.{self.key} = {self.recorded!r} in {recorded_in} is not a training setting of this version"
+        if self.kind == "missing":
+            return (f"train.{self.key} is not recorded in {recorded_in} (a model of an older version) but is "
+                    f"{self.expected!r} in {expected_in}")
+        return f"train.{self.key} is {self.recorded!r} in {recorded_in} but {self.expected!r} in {expected_in}"
+
+
+def settings_difference(recorded: Mapping[str, Any], expected: Mapping[str, Any], *,
+                        only: Optional[Collection[str]] = None) -> Optional[SettingsDifference]:
+    """The first key, in ``TrainSettings`` order, whose value differs between two settings dicts, or None.
+
+    ``expected`` (the plan's merged settings, valid) is normalised through ``TrainSettings`` (its
+    defaults fill what the dict leaves out, e.g. ``extras``); ``recorded`` (``TrainSettings.to_dict()``
+    of the model, which holds every key of the version that trained it) is taken as it is: a key it
+    lacks is a difference, because a setting added later need not have had its current default's
+    effect before it existed. Key order does not matter; :data:`RUN_EXEMPT` is skipped. ``only``
+    limits the comparison to those keys (an experiment's ``train`` overrides).
+    """
+    names = [f.name for f in dataclasses.fields(TrainSettings)]
+    unknown = [k for k in recorded if k not in names]
+    if unknown:
+        return SettingsDifference(unknown[0], recorded[unknown[0]], None, kind="unknown")
+    exp = TrainSettings.from_dict(expected).to_dict()
+    for k in names:
+        if k in RUN_EXEMPT or (only is not None and k not in only):
+            continue
+        if k not in recorded:
+            return SettingsDifference(k, None, exp[k], kind="missing")
+        if recorded[k] != exp[k]:
+            return SettingsDifference(k, recorded[k], exp[k])
+    return None
