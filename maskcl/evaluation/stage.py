@@ -10,9 +10,10 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 import pandas as pd
 import torch
 
+from ..datasets import dataset_splits
 from ..errors import EvaluationError
 from ..io import write_json_atomic
-from ..upstream import read_csv_file
+from ..manifest import read_manifest
 from .features import extract_features
 from .output import provenance as make_provenance
 from .output import metrics_document, write_ranks
@@ -123,8 +124,8 @@ def evaluate_checkpoint(dataset: str, manifest_path: os.PathLike | str, model_pa
         record, section = settings, settings.to_dict()
     else:
         record, section = EvalSettings.from_dict(settings), dict(settings)
-    manifest = read_csv_file(manifest_path, what="manifest", rule="download", columns=("path", "split"),
-                             error=EvaluationError)   # checked before a device is claimed or a model read
+    # checked before a device is claimed or a model read
+    manifest = read_manifest(manifest_path, splits=dataset_splits(dataset), error=EvaluationError)
     if threads:
         torch.set_num_threads(int(threads))
     dev = select_device(device if device is not None else record.device, key="evaluate.device")
