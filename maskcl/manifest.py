@@ -35,7 +35,7 @@ import pandas as pd
 from .errors import DatasetError, MaskCLError
 from .io import write_csv_atomic, write_json_atomic
 from .upstream import read_csv_file, rerun_hint, shown_path
-from .workspace import moved_from, other_workspace, resolve_stored, stored_path
+from .workspace import moved_from, other_workspace, resolve_all, resolve_stored, stored_path
 
 __all__ = ["MANIFEST_COLUMNS", "ID_COLUMNS", "EXTRA_COLUMNS", "write_manifest", "read_manifest",
            "check_manifest_frame", "check_dataset_root", "write_dataset_info", "read_dataset_info"]
@@ -56,10 +56,21 @@ _WHAT = "manifest"
 
 # ---------------------------------------------------------------------------------------------- writing
 def write_manifest(frame: pd.DataFrame, path: PathLike) -> None:
-    """Write ``frame`` (absolute ``path`` column) atomically, each path stored relocatable."""
+    """Write ``frame`` (absolute ``path`` column) atomically, each path stored relocatable.
+
+    Every path is ``<root>/<relpath>`` (what :func:`read_manifest` checks), so the root's stored form
+    is worked out once; a frame that breaks that rule has each path stored on its own.
+    """
     folder = Path(path).parent
     out = frame.copy()
-    out["path"] = [stored_path(p, folder) for p in frame["path"]]
+    paths, rels = frame["path"].astype(str).tolist(), frame["relpath"].astype(str).tolist()
+    tails = ["/" + r.strip("/") for r in rels]
+    roots = {p[: len(p) - len(t)] for p, t in zip(paths, tails) if p.endswith(t)}
+    if len(roots) == 1 and all(p.endswith(t) for p, t in zip(paths, tails)):
+        root = stored_path(roots.pop(), folder)
+        out["path"] = [root + t for t in tails]
+    else:
+        out["path"] = [stored_path(p, folder) for p in paths]
     write_csv_atomic(path, out)
 
 
@@ -268,7 +279,7 @@ def read_manifest(path: PathLike, *, splits: Optional[Sequence[str]], error: Typ
         raise error(f"{where}: {_WHAT} has no rows; {fix}")
     _check_text(frame, where, error, fix)
     stored = frame["path"].astype(str)
-    frame["path"] = [resolve_stored(c, Path(path).parent) for c in stored]
+    frame["path"] = resolve_all(list(stored), Path(path).parent)
     frame, root = _checked(frame, where, splits, error, fix)
     check_dataset_root(root, path, relative=not os.path.isabs(stored.iloc[0]), first=str(frame["path"].iloc[0]),
                        what=_WHAT, error=error, fix=fix)

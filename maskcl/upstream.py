@@ -104,13 +104,12 @@ def read_csv_file(path: PathLike, *, what: str, rule: str, columns: Sequence[str
 
 def check_numeric_column(frame: pd.DataFrame, column: str, path: PathLike, *, what: str, rule: str,
                          error: Type[MaskCLError] = MaskCLError, lo: Optional[float] = None,
-                         hi: Optional[float] = None, integer: bool = False, missing: bool = True,
-                         fix: Optional[str] = None) -> None:
+                         hi: Optional[float] = None, integer: bool = False, missing: bool = True) -> None:
     """Every cell of ``column`` is a finite number in [lo, hi] (an integer with ``integer``).
 
     ``missing``: cells pandas reads as missing (empty, ``nan``) are allowed (a value a row does not
     have, or one its writer computed as undefined). Anything else is reported with its line (header
-    = line 1, first row = line 2). ``fix`` replaces the default advice (rerun ``rule`` for ``path``).
+    = line 1, first row = line 2).
     """
     if column not in frame.columns:
         return
@@ -128,7 +127,7 @@ def check_numeric_column(frame: pd.DataFrame, column: str, path: PathLike, *, wh
     if not bad.any():
         return
     i = int(np.flatnonzero(bad)[0])
-    v, cell, line, fix = values[i], raw.iloc[i], i + 2, fix or rerun_hint(path, rule)
+    v, cell, line, fix = values[i], raw.iloc[i], i + 2, rerun_hint(path, rule)
     cell = cell.item() if isinstance(cell, np.generic) else cell
     if absent[i]:
         raise error(f"{path}: {what} column {column!r} is empty on line {line}; {fix}")

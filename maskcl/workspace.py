@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import List, Optional, Sequence, Union
 
 from .errors import ConfigError
 
-__all__ = ["RESULTS", "workspace", "real_path", "is_inside", "stored_path", "resolve_stored", "place_in_workspace",
+__all__ = ["RESULTS", "workspace", "real_path", "is_inside", "stored_path", "resolve_stored", "resolve_all",
+           "place_in_workspace",
            "other_workspace", "moved_from", "check_data_folder"]
 
 PathLike = Union[str, os.PathLike]
@@ -65,9 +66,13 @@ def stored_path(target: PathLike, folder: PathLike, ws: Optional[PathLike] = Non
 
 def resolve_stored(cell: str, folder: PathLike) -> str:
     """The absolute path a stored path names: a relative one is relative to ``folder`` (the file's folder)."""
-    if os.path.isabs(cell):
-        return os.path.normpath(cell)
-    return os.path.normpath(os.path.join(real_path(folder), cell))
+    return resolve_all([cell], folder)[0]
+
+
+def resolve_all(cells: Sequence[str], folder: PathLike) -> List[str]:
+    """:func:`resolve_stored` of every cell (``folder`` resolved once)."""
+    base = str(real_path(folder))
+    return [os.path.normpath(c if os.path.isabs(c) else os.path.join(base, c)) for c in cells]
 
 
 def place_in_workspace(record: PathLike) -> Optional[Path]:

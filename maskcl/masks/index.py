@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..errors import DatasetError, MaskCLError, MaskError
 from ..upstream import check_numeric_column, read_csv_file, rerun_hint
-from ..workspace import moved_from, real_path, resolve_stored
+from ..workspace import moved_from, real_path, resolve_all
 
 __all__ = ["MASK_MODES", "SIZE_COLUMNS", "MASK_FILE_COLUMNS", "read_mask_index", "recorded_sizes", "mask_fix", "check_mask_file",
            "check_index_masks", "load_mask", "check_mask_fits"]
@@ -101,10 +101,13 @@ def _own_masks(cells: pd.Series, col: str, path: PathLike, error: Type[MaskCLErr
     folder = Path(path).parent
     owns = tuple({os.path.join(str(real_path(folder)), ""), os.path.join(os.path.abspath(folder), "")})
     out = cells.copy().astype(object)
-    for i, cell in enumerate(cells):
-        if not isinstance(cell, str) or not cell.strip():
+    given = [isinstance(c, str) and bool(c.strip()) for c in cells]
+    resolved = resolve_all([c for c, g in zip(cells, given) if g], folder)
+    at = iter(resolved)
+    for i, (cell, g) in enumerate(zip(cells, given)):
+        if not g:
             continue
-        p = resolve_stored(cell, folder)
+        p = next(at)
         if os.path.isabs(cell) and not p.startswith(owns):
             old = moved_from(p, path)
             where = (f"this workspace was moved or copied from {old}" if old is not None
