@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 
 from conftest import layout_paths
-from maskcl.datasets import DATASETS, MANIFEST_COLUMNS, get_dataset, list_datasets, load_dataset, split_statistics
+from maskcl.datasets import (DATASETS, MANIFEST_COLUMNS, dataset_splits, get_dataset, list_datasets, load_dataset,
+                             split_statistics)
+from maskcl.manifest import EXTRA_COLUMNS, read_manifest, write_manifest
 from maskcl.errors import ConfigError, DatasetError
 
 REAL = ("prcc", "ltcc", "vcclothes", "deepchange", "celebreid", "celebreid_light")
@@ -141,6 +143,8 @@ def test_every_dataset_declares_every_fact(name):
         assert isinstance(p, Protocol) and p.description and p.short
         assert {p.query_split, p.gallery_split} <= set(cls.splits)
     assert cls.ground_truth_parsing == ("parsing" in cls.extra_columns)
+    # the manifest's one reader knows the kind of every extra column (integers and flags are checked)
+    assert set(cls.extra_columns) <= set(EXTRA_COLUMNS), f"add {cls.__name__}'s extras to maskcl.manifest"
 
 
 def test_only_synthcc_is_generated_and_has_ground_truth():
@@ -210,6 +214,12 @@ def test_layout_tree_statistics(tmp_path, name):
     assert {str((root / r).relative_to(tmp_path)) for r in frame["relpath"]} == expected
     # deterministic
     pd.testing.assert_frame_equal(frame, load_dataset(name, tmp_path))
+    # what the download stage writes, every stage reads back unchanged, and its checks accept it
+    out = tmp_path / "results" / name / "manifest.csv"
+    write_manifest(frame, out)
+    back = read_manifest(out, splits=dataset_splits(name))
+    pd.testing.assert_frame_equal(back, frame, check_dtype=False)
+    assert all(back[c].dtype == "int64" for c in ("pid", "camid", "clothes_id"))
 
 
 def test_prcc_rows_cameras_and_clothes(tmp_path):

@@ -162,13 +162,14 @@ def test_maskcl_ddp_killed_resumes_and_matches_one_process_with_bn_groups(tiny):
 def test_failing_rank_surfaces_as_one_error_line(tiny):
     manifest = pd.read_csv(tiny / "manifest.csv")
     last = manifest.index[manifest["split"] == "train"][-1]  # in rank 1's shard of the feature extraction
-    bad = tiny / "corrupt.png"
+    bad = Path(manifest.loc[last, "path"])                   # damaged in place (a manifest names its own images)
+    good = bad.read_bytes()
     bad.write_bytes(b"not an image")
-    manifest.loc[last, "path"] = str(bad)
-    manifest.to_csv(tiny / "manifest_bad.csv", index=False)
-    with pytest.raises(MaskCLError) as err:
-        _train(tiny, "bad", dict(BASE, method="clustercontrast", world_size=2), threads=2,
-               manifest="manifest_bad.csv")
+    try:
+        with pytest.raises(MaskCLError) as err:
+            _train(tiny, "bad", dict(BASE, method="clustercontrast", world_size=2), threads=2)
+    finally:
+        bad.write_bytes(good)
     msg = str(err.value)
     assert "\n" not in msg and str(bad) in msg and "cannot read image" in msg
     assert not (tiny / "bad" / "model.pt").exists()

@@ -29,9 +29,10 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, layout_paths
-from maskcl.datasets import DATASETS
+from maskcl.datasets import DATASETS, dataset_splits
 from maskcl.download import EXTRACT_MARKER, check_images, fetch_url, prepare_dataset, safe_extract, sha256_file
 from maskcl.errors import ChecksumError, ConfigError, DatasetError, DownloadError, UnsafeArchiveError
+from maskcl.manifest import read_manifest
 
 LTCC_INFO = {"cloth-change_id_train.txt": "2\n", "cloth-unchange_id_train.txt": "5\n",
              "cloth-change_id_test.txt": "1\n", "cloth-unchange_id_test.txt": "144\n"}
@@ -568,7 +569,11 @@ def test_download_rule_end_to_end(server, tmp_path):
     targets = ["results/ltcc/manifest.csv", "results/ltcc/stats.csv", "results/ltcc/dataset.json"]
     proc = run_snakemake(work, config, *targets)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    manifest = pd.read_csv(work / "results/ltcc/manifest.csv")
+    stored = pd.read_csv(work / "results/ltcc/manifest.csv")
+    # images inside the workspace are stored relative to the manifest's folder (a moved workspace reads
+    # its own), and read back absolute by the one reader
+    assert stored["path"][0] == "../../resources/datasets/ltcc/LTCC_ReID/" + stored["relpath"][0]
+    manifest = read_manifest(work / "results/ltcc/manifest.csv", splits=dataset_splits("ltcc"))
     assert manifest.groupby("split").size().to_dict() == {"train": 8, "query": 4, "gallery": 7}
     assert manifest["path"].map(lambda p: Path(p).is_file()).all()
     assert Path(manifest["path"][0]).is_relative_to((work / "resources/datasets/ltcc").resolve())

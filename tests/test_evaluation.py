@@ -637,7 +637,8 @@ def test_evaluate_checkpoint_records_the_section_verbatim(monkeypatch, tmp_path)
     import maskcl.models.export
 
     m = _ltcc_manifest()
-    m["path"] = [str(p) for p in _images(tmp_path, len(m))]
+    images = _images(tmp_path, len(m))
+    m["path"], m["relpath"] = [str(p) for p in images], [p.name for p in images]   # path = <root>/<relpath>
     m.to_csv(tmp_path / "manifest.csv", index=False)
     seen = []
     monkeypatch.setattr(maskcl.devices, "select_device", lambda spec, key: seen.append(spec) or torch.device("cpu"))

@@ -46,7 +46,7 @@ def _index(work: Path) -> Path:
 
 def _first_train(work: Path, column: str = "silhouette"):
     manifest = pd.read_csv(work / "manifest.csv")
-    index = pd.read_csv(_index(work))
+    index = read_mask_index(_index(work))    # mask paths absolute (stored relative to the index)
     rel = manifest.loc[manifest["split"] == "train", "relpath"].iloc[0]
     row = index[index["relpath"] == rel].iloc[0]
     return str(manifest.loc[manifest["relpath"] == rel, "path"].iloc[0]), str(row[column]), row
@@ -91,22 +91,26 @@ def test_a_resized_mask_stops_training_before_it_starts_and_parse_repairs_it(tin
 
 
 def test_an_index_without_sizes_checks_against_the_image(tiny, tmp_path):
-    """An older workspace's index (no height/width columns): the image's header gives the size."""
+    """An older workspace's index (no height/width columns, absolute mask paths): the image's header gives
+    the size."""
     image, mask, row = _first_train(tiny)
-    old = tmp_path / "masks.csv"
-    pd.read_csv(_index(tiny)).drop(columns=["height", "width"]).to_csv(old, index=False)
-    copy = tmp_path / "sil.png"
-    with Image.open(mask) as im:
-        im.resize((im.width * 2, im.height * 2), Image.NEAREST).save(copy)
-    frame = pd.read_csv(old)
-    frame.loc[frame["relpath"] == row["relpath"], "silhouette"] = str(copy)
-    frame.to_csv(old, index=False)
-    w, h = int(row["width"]), int(row["height"])
-    with pytest.raises(MaskError) as e:
-        train_data_from_manifest(pd.read_csv(tiny / "manifest.csv"), read_mask_index(old), index_path=str(old))
-    assert str(e.value) == (f"mask {copy} is {2 * w}x{2 * h} but its image {image} is {w}x{h}: a stale mask or one "
-                            f"of another image; {_fix(old)}")
-    assert isinstance(e.value, ImageReadError)
+    old = _index(tiny).with_name("old_index.csv")       # beside the masks, as an older parse stage wrote it
+    copy = _index(tiny).with_name("old_sil.png")
+    try:
+        frame = read_mask_index(_index(tiny)).drop(columns=["height", "width"])
+        with Image.open(mask) as im:
+            im.resize((im.width * 2, im.height * 2), Image.NEAREST).save(copy)
+        frame.loc[frame["relpath"] == row["relpath"], "silhouette"] = str(copy)
+        frame.to_csv(old, index=False)
+        w, h = int(row["width"]), int(row["height"])
+        with pytest.raises(MaskError) as e:
+            train_data_from_manifest(pd.read_csv(tiny / "manifest.csv"), read_mask_index(old), index_path=str(old))
+        assert str(e.value) == (f"mask {copy} is {2 * w}x{2 * h} but its image {image} is {w}x{h}: a stale mask or "
+                                f"one of another image; {_fix(old)}")
+        assert isinstance(e.value, ImageReadError)
+    finally:
+        old.unlink(missing_ok=True)
+        copy.unlink(missing_ok=True)
 
 
 def _grey(path: Path, size, value: int = 128, mode: str = "L") -> Path:

@@ -24,7 +24,7 @@ from conftest import require
 from maskcl.config import validate_config
 from maskcl.errors import ConfigError, DatasetError
 from maskcl.masks import (INDEX_COLUMNS, MASK_SOURCES, BINARY, GroundTruthSource, ImageReadError,
-                          MaskSource, build_mask_source, check_masks, mask_paths, parse_dataset,
+                          MaskSource, build_mask_source, check_masks, mask_paths, parse_dataset, read_mask_index,
                           voc_palette, write_quality_report)
 from maskcl.masks import mediapipe_source
 
@@ -161,8 +161,11 @@ def test_groundtruth_parse_writes_three_mask_images_and_index(tmp_path, tree):
     out = tmp_path / "masks" / "groundtruth"
     res = parse_dataset(tree, out, "groundtruth", progress=False)
     assert (res.processed, res.reused, res.reset) == (len(tree), 0, False)
-    idx = pd.read_csv(out / "index.csv")
-    assert list(idx.columns) == list(INDEX_COLUMNS)
+    on_disk = pd.read_csv(out / "index.csv")
+    assert list(on_disk.columns) == list(INDEX_COLUMNS)
+    # mask paths are stored relative to the index's folder (a moved workspace reads its own masks) ...
+    assert list(on_disk.silhouette) == [f"silhouette/{Path(r).with_suffix('.png').as_posix()}" for r in tree.relpath]
+    idx = read_mask_index(out / "index.csv", INDEX_COLUMNS)      # ... and read back absolute
     assert list(idx.relpath) == list(tree.relpath) and list(idx.split) == list(tree.split)
     palette = voc_palette(20)
     for i, row in idx.iterrows():
@@ -437,7 +440,7 @@ def test_mediapipe_source_end_to_end_on_synthcc(tmp_path):
     proc = _snakemake(wd, "--cores", "1", "results/synthcc/masks/quality.csv")
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = pd.read_csv(wd / "results" / "synthcc" / "manifest.csv")
-    idx = pd.read_csv(wd / "results" / "synthcc" / "masks" / "mediapipe" / "index.csv")
+    idx = read_mask_index(wd / "results" / "synthcc" / "masks" / "mediapipe" / "index.csv", ("relpath", "label"))
     assert sorted(idx.relpath) == sorted(manifest.relpath)
     for row in idx.head(5).itertuples():
         lab = np.array(Image.open(row.label))

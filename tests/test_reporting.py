@@ -798,6 +798,7 @@ def test_same_inputs_give_identical_outputs(ws, tmp_path):
 def test_missing_contact_sheet_on_synthcc_is_an_error(ws, tmp_path):
     info = tmp_path / "results" / "synthcc" / "dataset.json"
     info.parent.mkdir(parents=True)
+    (tmp_path / "nowhere").mkdir()     # the root exists, without the sheet its generator writes
     info.write_text(json.dumps({"name": "synthcc", "root": str(tmp_path / "nowhere")}))
     m = [p for p in _inputs(ws)["metrics"] if "/prcc/" in p]
     with pytest.raises(ReportingError, match="contact sheet not found; rerun the download rule"):
@@ -898,6 +899,11 @@ def test_tables_rule_and_html_report(ws, tmp_path):
     shutil.copytree(ws / "results" / "synthcc", wd / "results" / "synthcc", ignore=lambda d, names: [
         n for n in names if Path(d).name == "runs" and not any(k.startswith(f"runs/{n}") for k in keep)
         or (Path(d).name == "maskcl" and n != "groundtruth-silhouette")])
+    # a workspace of its own: its dataset copied along and the absolute paths written for ws made its own
+    # (a copy that kept naming ws's files would be refused as a copied workspace)
+    shutil.copytree(ws / "data" / "synthcc", wd / "data" / "synthcc")
+    for f in [*(wd / "results").rglob("*.csv"), *(wd / "results").rglob("*.json")]:
+        f.write_text(f.read_text().replace(str(ws), str(wd)))
     (wd / "Snakefile").write_text(_SNAKEFILE.format(root=ROOT))
     (wd / "config.yaml").write_text(yaml.safe_dump({
         "datasets": ["synthcc"], "masks": {"sources": ["groundtruth"], "train_source": "groundtruth"},

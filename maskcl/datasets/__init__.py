@@ -26,7 +26,7 @@ from .synthcc import SynthCC
 from .vcclothes import VCClothes
 
 __all__ = ["DATASETS", "register_dataset", "get_dataset", "load_dataset", "list_datasets", "report_order",
-           "ReIDDataset", "SplitStats", "MANIFEST_COLUMNS", "split_statistics", "Protocol"]
+           "ReIDDataset", "SplitStats", "MANIFEST_COLUMNS", "split_statistics", "Protocol", "dataset_splits"]
 
 #: Name → loader class. Add a dataset by writing one module with a ``ReIDDataset`` subclass and
 #: registering it here.
@@ -60,6 +60,11 @@ def report_order() -> Tuple[str, ...]:
 def get_dataset(name: str) -> ReIDDataset:
     """The loader instance for ``name`` (unknown names list the known ones)."""
     return DATASETS.get(name)()
+
+
+def dataset_splits(name: str) -> Tuple[str, ...]:
+    """The split names a manifest of ``name`` may hold (what ``maskcl.manifest.read_manifest`` checks)."""
+    return tuple(DATASETS.get(name).splits)
 
 
 def list_datasets() -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Dict, Iterable, List, Mapping, Optional, Seque
 import pandas as pd
 
 from ..errors import DatasetError
+from ..manifest import MANIFEST_COLUMNS  # the columns every loader returns, in order; extras follow
 from .protocol import Protocol
 
 __all__ = [
@@ -31,8 +32,6 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: Tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
 
-#: Columns every loader returns, in this order; dataset extras follow.
-MANIFEST_COLUMNS: Tuple[str, ...] = ("path", "relpath", "split", "pid", "camid", "clothes_id")
 
 
 @dataclass(frozen=True)

@@ -295,10 +295,13 @@ def safe_extract(archive: PathLike, target: PathLike, *, replace: bool = False,
         raise DownloadError(f"{archive}: archive not found")
     if target.exists():
         if not (replace and (target / EXTRACT_MARKER).is_file()):
-            why = ("it was not extracted by this pipeline" if not (target / EXTRACT_MARKER).is_file()
-                   else "replace=False")
-            raise DatasetError(f"{target} already exists and {why}; remove it, or point the source at it "
-                               f"instead of at {archive}")
+            if (target / EXTRACT_MARKER).is_file():
+                raise DatasetError(f"{target} already exists and replace=False; pass replace=True to extract "
+                                   f"{archive} over it")
+            raise DatasetError(f"{target} already exists and was not extracted by this pipeline (no "
+                               f"{EXTRACT_MARKER}), so it is left untouched: if it holds the extracted dataset, "
+                               f"set the source to {target} instead of {archive}; otherwise move it elsewhere "
+                               f"or set data.root to another folder")
     remove_leftovers(target)
     kind = _archive_kind(archive, fix)
     try:

@@ -20,8 +20,10 @@ import pandas as pd
 
 from ..errors import ConfigError, DatasetError
 from ..image_modes import check_image_mode
-from ..io import write_csv_atomic, write_json_atomic
+from ..io import write_csv_atomic
+from ..manifest import write_dataset_info, write_manifest
 from ..repair import dataset_repair_hint
+from ..workspace import check_data_folder
 from .extract import EXTRACT_MARKER, remove_leftovers, safe_extract
 from .http import _checksum_error, _read_meta, fetch_url, sha256_file
 
@@ -150,7 +152,8 @@ def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], dat
     synthcc : mapping or None
         ``{"preset", "seed", "overrides"}`` for ``synthcc``.
     manifest_out, stats_out, info_out : path
-        ``manifest.csv``, ``stats.csv`` and ``dataset.json``, each written atomically.
+        ``manifest.csv``, ``stats.csv`` and ``dataset.json``, each written atomically; image paths
+        and the root are stored relocatable (``maskcl.manifest.write_manifest``).
     progress : bool
         Progress bars on stderr.
     workers : int
@@ -163,7 +166,8 @@ def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], dat
     Raises
     ------
     ConfigError
-        Unknown dataset, missing source, or a sha256 given where it cannot apply.
+        Unknown dataset, missing source, a sha256 given where it cannot apply, or a dataset folder
+        inside ``results/`` or holding the working folder (``maskcl.workspace.check_data_folder``).
     DownloadError, ChecksumError, UnsafeArchiveError, DatasetError
         See ``fetch_url``, ``safe_extract`` and the dataset loaders.
     """
@@ -178,6 +182,7 @@ def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], dat
         if source is not None:
             raise ConfigError(f"data.sources.{name}.source is set, but {shown} is generated, not downloaded; "
                               f"remove it ({shown} is configured under data.{name})")
+        check_data_folder(data_root / name)  # before anything is generated there
         location = loader.generate(data_root / name, dict(synthcc or {}), workers=max(1, int(workers)))
         kind = "generated"
     else:
@@ -188,6 +193,7 @@ def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], dat
             if urllib.parse.urlsplit(source).scheme.lower() not in ("http", "https"):
                 raise ConfigError(f"data.sources.{name}.source: {source!r} is not an http(s) URL; use http(s), a "
                                   f"local archive or a folder")
+            check_data_folder(data_root / name)  # before anything is downloaded or extracted
             cached = cache / name / _cache_name(source)
             _remove_other_partials(cached.parent, cached.name)
             archive = fetch_url(source, cached, sha256, progress=progress, pin_key=f"data.sources.{name}.sha256")
@@ -202,6 +208,7 @@ def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], dat
                                       f"checksum applies to archives only: remove it")
                 location, kind = local, "directory"
             elif local.is_file():
+                check_data_folder(data_root / name)
                 archive = local
                 location, digest = _extract_cached(name, local, sha256, data_root / name,
                                                    f"replace {local} with a complete copy (download it again) and "
@@ -234,9 +241,9 @@ def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], dat
         "official_differences": differences,
         "attrs": {k: v for k, v in frame.attrs.items() if k not in ("root", "dataset")},
     }
-    write_csv_atomic(manifest_out, frame)
+    write_manifest(frame, manifest_out)
     write_csv_atomic(stats_out, stats)
-    write_json_atomic(info_out, info)
+    write_dataset_info(info, info_out)
     logger.info("%s: %d images in %d splits from %s; manifest %s", name, len(frame), len(stats), frame.attrs["root"],
                 manifest_out)
     return PreparedDataset(name=name, root=Path(frame.attrs["root"]), manifest=frame, stats=stats,

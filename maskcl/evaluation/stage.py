@@ -10,10 +10,11 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 import pandas as pd
 import torch
 
+from ..datasets import dataset_splits
 from ..errors import CheckpointError, EvaluationError
 from ..io import write_json_atomic
+from ..manifest import read_manifest
 from ..repair import model_repair_hint
-from ..upstream import read_csv_file
 from .features import extract_features
 from .output import provenance as make_provenance
 from .output import metrics_document, write_ranks
@@ -172,8 +173,8 @@ def evaluate_checkpoint(dataset: str, manifest_path: os.PathLike | str, model_pa
         record, section = settings, settings.to_dict()
     else:
         record, section = EvalSettings.from_dict(settings), dict(settings)
-    manifest = read_csv_file(manifest_path, what="manifest", rule="download", columns=("path", "split"),
-                             error=EvaluationError)   # checked before a device is claimed or a model read
+    # checked before a device is claimed or a model read
+    manifest = read_manifest(manifest_path, splits=dataset_splits(dataset), error=EvaluationError)
     if threads:
         torch.set_num_threads(int(threads))
     dev = select_device(device if device is not None else record.device, key="evaluate.device")

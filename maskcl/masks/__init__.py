@@ -17,7 +17,7 @@ from .index import MASK_MODES, check_index_masks, check_mask_file, load_mask, re
 from .labels import ATR, BINARY, LABEL_SETS, LIP, PASCAL, LabelSet, voc_palette
 from .mediapipe_source import MediaPipeSource, mediapipe_available
 from .outputs import MASK_KINDS, MaskPaths, check_masks, mask_paths, write_masks
-from .parse import INDEX_COLUMNS, ParseResult, parse_dataset, read_manifest
+from .parse import INDEX_COLUMNS, ParseResult, parse_dataset
 from .quality import mask_quality, quality_markdown, write_quality_report
 from .schp import SCHPParser, SCHPSource
 from .schp_net import ABN, AugmentCE2P, build_schp
@@ -27,7 +27,7 @@ from .sources import (MASK_SOURCES, GroundTruthSource, ImageReadError, MaskItem,
 __all__ = [
     "MASK_SOURCES", "MaskSource", "MaskItem", "build_mask_source", "GroundTruthSource", "SCHPSource",
     "MediaPipeSource", "mediapipe_available", "ImageReadError", "read_image",
-    "parse_dataset", "ParseResult", "INDEX_COLUMNS", "read_manifest",
+    "parse_dataset", "ParseResult", "INDEX_COLUMNS",
     "MASK_MODES", "read_mask_index", "check_index_masks", "check_mask_file", "load_mask",
     "MASK_KINDS", "MaskPaths", "mask_paths", "write_masks", "check_masks",
     "mask_quality", "quality_markdown", "write_quality_report",

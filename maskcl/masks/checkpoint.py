@@ -27,7 +27,8 @@ from .labels import ATR, LIP, PASCAL, LabelSet
 from .schp_net import AugmentCE2P
 
 __all__ = ["SCHPVariant", "SCHP_VARIANTS", "get_variant", "manifest_shapes", "random_state_dict", "read_state_dict",
-           "check_state_dict", "load_schp", "file_sha256", "CHECKPOINT_CONFIG_KEY", "missing_checkpoint_message"]
+           "check_state_dict", "load_schp", "file_sha256", "CHECKPOINT_CONFIG_KEY", "missing_checkpoint_message",
+           "folder_checkpoint_message"]
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,23 @@ def missing_checkpoint_message(path: Path, variant: Optional[SCHPVariant]) -> st
             f"to its path")
 
 
+def folder_checkpoint_message(path: Path, variant: Optional[SCHPVariant]) -> str:
+    """``masks.schp.checkpoint`` names a folder: what to set it to instead.
+
+    The schp_checkpoint rule cannot write a file where a folder stands (and Snakemake takes the folder
+    for its existing output), so the fix is a file path: the official file inside the folder when it
+    is there, else a file name in it the rule can fetch to, or null for the default place.
+    """
+    names = [variant.filename] if variant is not None else [v.filename for v in SCHP_VARIANTS.values()]
+    inside = [path / n for n in names if (path / n).is_file()]
+    if inside:
+        fix = f"set {CHECKPOINT_CONFIG_KEY} to the checkpoint file inside it, {inside[0]}"
+    else:
+        fix = (f"set {CHECKPOINT_CONFIG_KEY} to a file path, such as {path / names[0]} (the schp_checkpoint rule "
+               f"fetches the checkpoint there), or to null (the default resources/checkpoints/<official file>)")
+    return f"SCHP checkpoint {path} is a folder, not a checkpoint file: {fix}"
+
+
 def _not_a_torch_file(path: Path) -> Optional[str]:
     """Why ``path`` cannot be a PyTorch file (a zip since 1.6, a pickle before), or None.
 
@@ -171,6 +189,8 @@ def read_state_dict(path: Union[str, os.PathLike], variant: Optional[SCHPVariant
         executed), or no state dict inside.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(folder_checkpoint_message(path, variant))
     if not path.is_file():
         raise CheckpointError(missing_checkpoint_message(path, variant))
     wrong = _not_a_torch_file(path)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from ..errors import CheckpointError, MaskCLError
-from .checkpoint import SCHPVariant, file_sha256, get_variant, load_schp
+from .checkpoint import SCHPVariant, file_sha256, folder_checkpoint_message, get_variant, load_schp
 
 __all__ = ["CheckpointSource", "fetch_checkpoint", "checkpoint_path", "DRIVE", "CHECKPOINT_DIR"]
 
@@ -126,10 +126,12 @@ def fetch_checkpoint(src: CheckpointSource, out_path: os.PathLike | str, *, prog
     Raises
     ------
     CheckpointError
-        Unreachable source, digest mismatch, truncated or foreign file, wrong variant: one line that
-        names the source and the fix.
+        Unreachable source, digest mismatch, truncated or foreign file, wrong variant, or an output
+        path that is a folder: one line that names the source (or path) and the fix.
     """
     out = Path(out_path)
+    if out.is_dir():   # nothing could ever be renamed onto it
+        raise CheckpointError(folder_checkpoint_message(out, src.variant))
     part = out.with_name(out.name + _SUFFIX)
     out.parent.mkdir(parents=True, exist_ok=True)
     if part.exists():

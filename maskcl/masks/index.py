@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple, Type
 
 import numpy as np
@@ -22,8 +23,9 @@ from PIL import Image
 
 from ..errors import DatasetError, MaskCLError, MaskError
 from ..upstream import check_numeric_column, read_csv_file, rerun_hint
+from ..workspace import moved_from, real_path, resolve_all
 
-__all__ = ["MASK_MODES", "SIZE_COLUMNS", "read_mask_index", "recorded_sizes", "mask_fix", "check_mask_file",
+__all__ = ["MASK_MODES", "SIZE_COLUMNS", "MASK_FILE_COLUMNS", "read_mask_index", "recorded_sizes", "mask_fix", "check_mask_file",
            "check_index_masks", "load_mask", "check_mask_fits"]
 
 #: PIL modes a mask of each kind may have: what the parse stage writes (``maskcl.masks.outputs``), plus
@@ -31,7 +33,9 @@ __all__ = ["MASK_MODES", "SIZE_COLUMNS", "read_mask_index", "recorded_sizes", "m
 MASK_MODES: Dict[str, Tuple[str, ...]] = {"silhouette": ("L", "1"), "parts": ("RGB", "P")}
 #: Index columns holding the image's (and its masks') size, in pixels.
 SIZE_COLUMNS: Tuple[str, str] = ("height", "width")
-_TEXT = ("relpath", "split", "label", "silhouette", "parts")
+#: Index columns naming mask files: stored relative to the index's folder, read back absolute.
+MASK_FILE_COLUMNS: Tuple[str, ...] = ("label", "silhouette", "parts")
+_TEXT = ("relpath", "split") + MASK_FILE_COLUMNS
 
 PathLike = os.PathLike | str
 
@@ -46,8 +50,10 @@ def read_mask_index(path: PathLike, columns: Sequence[str] = ("relpath", "silhou
     """The mask index at ``path``, checked for being whole and consistent.
 
     Checked: a whole CSV (:func:`maskcl.upstream.read_csv_file`) with ``columns``; no empty path
-    in them; each ``relpath`` once; ``height`` and ``width`` (when present, both) positive
-    integers; ``fg_fraction`` (when present) in [0, 1].
+    in them; each ``relpath`` once; each mask file once, and below the index's folder (paths are
+    stored relative to it and returned absolute: a copied workspace reads its own masks, never the
+    original's); ``height`` and ``width`` (when present, both) positive integers; ``fg_fraction``
+    (when present) in [0, 1].
 
     Raises
     ------
@@ -68,7 +74,12 @@ def read_mask_index(path: PathLike, columns: Sequence[str] = ("relpath", "silhou
     if "relpath" in frame.columns:
         dup = frame["relpath"].duplicated()
         if dup.any():
-            raise error(f"{path}: mask index lists {frame['relpath'][dup].iloc[0]!r} twice; {fix}")
+            i = int(np.flatnonzero(dup.to_numpy())[0])
+            first = int(np.flatnonzero((frame["relpath"] == frame["relpath"].iloc[i]).to_numpy())[0])
+            raise error(f"{path}: mask index lists {frame['relpath'].iloc[i]!r} twice, on lines {first + 2} and "
+                        f"{i + 2} (each image has one row); {fix}")
+    for col in (c for c in MASK_FILE_COLUMNS if c in frame.columns):
+        frame[col] = _own_masks(frame[col], col, path, error, fix)
     present = [c for c in SIZE_COLUMNS if c in frame.columns]
     if len(present) == 1:
         other = next(c for c in SIZE_COLUMNS if c not in present)
@@ -78,6 +89,39 @@ def read_mask_index(path: PathLike, columns: Sequence[str] = ("relpath", "silhou
                              missing=False)
     check_numeric_column(frame, "fg_fraction", path, what="mask index", rule="parse", error=error, lo=0.0, hi=1.0)
     return frame
+
+
+def _own_masks(cells: pd.Series, col: str, path: PathLike, error: Type[MaskCLError], fix: str) -> pd.Series:
+    """The absolute mask paths of one column: stored relative to the index's folder (or, in an index
+    written before paths were stored relative, absolute below it); no two rows share a file.
+
+    An absolute path outside the index's folder was written in another place: the workspace was
+    copied or moved, and reading it would read the original's masks. Empty cells stay empty.
+    """
+    folder = Path(path).parent
+    owns = tuple({os.path.join(str(real_path(folder)), ""), os.path.join(os.path.abspath(folder), "")})
+    out = cells.copy().astype(object)
+    given = [isinstance(c, str) and bool(c.strip()) for c in cells]
+    resolved = resolve_all([c for c, g in zip(cells, given) if g], folder)
+    at = iter(resolved)
+    for i, (cell, g) in enumerate(zip(cells, given)):
+        if not g:
+            continue
+        p = next(at)
+        if os.path.isabs(cell) and not p.startswith(owns):
+            old = moved_from(p, path)
+            where = (f"this workspace was moved or copied from {old}" if old is not None
+                     else "the index was written in another place, or the workspace was copied or moved")
+            raise error(f"{path}: mask index line {i + 2}, column {col!r}: {p} lies outside the index's folder "
+                        f"{folder} ({where}) and must not be read; rebuild the index here: "
+                        f"{fix.split(': ', 1)[-1]}")
+        out.iloc[i] = p
+    dup = (out.duplicated() & out.notna()).to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        raise error(f"{path}: mask index line {i + 2}, column {col!r}: {out.iloc[i]} is also another image's "
+                    f"mask (each image has its own); {fix}")
+    return out
 
 
 def recorded_sizes(index: pd.DataFrame) -> Optional[Dict[str, Tuple[int, int]]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -28,15 +29,18 @@ from tqdm import tqdm
 
 from ..errors import DatasetError, MaskCLError
 from ..io import read_json, write_csv_atomic, write_json_atomic
+from ..manifest import check_manifest_frame, read_manifest
+from .index import MASK_FILE_COLUMNS
 from .outputs import MASK_KINDS, MaskPaths, check_masks, mask_paths, remove_leftovers, write_masks
 from .sources import (ImageReadError, MaskItem, MaskSource, resolve_parsing, build_mask_source,
                       image_size)
 
-__all__ = ["ParseResult", "INDEX_COLUMNS", "FORMAT_VERSION", "parse_dataset", "read_manifest"]
+__all__ = ["ParseResult", "INDEX_COLUMNS", "FORMAT_VERSION", "parse_dataset"]
 
 log = logging.getLogger(__name__)
 
-#: Columns of ``index.csv``; mask paths are absolute, like the manifest's ``path``.
+#: Columns of ``index.csv``; mask paths are stored relative to the index's folder (read back absolute
+#: by ``maskcl.masks.index.read_mask_index``), so a moved or copied workspace reads its own masks.
 INDEX_COLUMNS: Tuple[str, ...] = ("relpath", "split", "label", "silhouette", "parts", "height", "width",
                                   "fg_fraction")
 #: Bumped when the layout or encoding of the mask files changes (old folders become stale).
@@ -51,7 +55,8 @@ class ParseResult:
     Attributes
     ----------
     index : pd.DataFrame
-        ``INDEX_COLUMNS``, one row per manifest image, in manifest order (also written to disk).
+        ``INDEX_COLUMNS``, one row per manifest image, in manifest order, mask paths absolute (written
+        to disk with the mask paths relative to the index's folder).
     processed : int
         Images parsed by this call.
     reused : int
@@ -68,20 +73,11 @@ class ParseResult:
     index_path: Path
 
 
-def read_manifest(manifest: Union[str, Path, pd.DataFrame]) -> pd.DataFrame:
-    """The manifest as a DataFrame, checked for the columns the parse stage needs."""
+def _manifest(manifest: Union[str, Path, pd.DataFrame], splits: Optional[Sequence[str]]) -> pd.DataFrame:
+    """The manifest, checked (``maskcl.manifest``): read from its file, or a frame given in memory."""
     if isinstance(manifest, pd.DataFrame):
-        frame = manifest
-        where = "manifest"
-    else:
-        where = str(manifest)
-        if not Path(manifest).is_file():
-            raise DatasetError(f"manifest {manifest} not found; run the download stage first")
-        frame = pd.read_csv(manifest, dtype={"relpath": str, "path": str, "split": str}, keep_default_na=False)
-    missing = [c for c in ("path", "relpath", "split") if c not in frame.columns]
-    if missing:
-        raise DatasetError(f"{where}: missing column(s) {', '.join(missing)}; regenerate it with the download stage")
-    return frame
+        return check_manifest_frame(manifest, splits=splits)
+    return read_manifest(manifest, splits=splits)
 
 
 class _Loader(Dataset):
@@ -150,7 +146,7 @@ def _prepare_folder(out_dir: Path, desc: Dict[str, Any], index_path: Path, name:
 def parse_dataset(manifest: Union[str, Path, pd.DataFrame], out_dir: Union[str, Path],
                   source: Union[str, MaskSource], *, source_params: Optional[Mapping[str, Any]] = None,
                   index_path: Optional[Union[str, Path]] = None, threads: Optional[int] = None,
-                  writers: int = 4, progress: bool = True) -> ParseResult:
+                  writers: int = 4, progress: bool = True, splits: Optional[Sequence[str]] = None) -> ParseResult:
     """Write the masks of every manifest image (skipping finished ones), then ``index.csv``.
 
     Parameters
@@ -172,6 +168,8 @@ def parse_dataset(manifest: Union[str, Path, pd.DataFrame], out_dir: Union[str, 
         Threads encoding and writing the mask PNGs while the source works on the next batch.
     progress : bool
         Show a tqdm bar on stderr.
+    splits : sequence of str, optional
+        The dataset's split names (``maskcl.datasets.dataset_splits``), checked against the manifest's.
 
     Returns
     -------
@@ -181,13 +179,14 @@ def parse_dataset(manifest: Union[str, Path, pd.DataFrame], out_dir: Union[str, 
     Raises
     ------
     DatasetError
-        Manifest missing / without the needed columns, or two images mapping to one mask file.
+        A missing or bad manifest (``maskcl.manifest.read_manifest``), or two images mapping to one
+        mask file.
     ImageReadError
         One or more input images could not be read: one line naming the first few. Masks of every
         readable image are kept and the index is not written, so a rerun after fixing the files
         parses only those.
     """
-    frame = read_manifest(manifest)
+    frame = _manifest(manifest, splits)
     if isinstance(source, str):
         source = build_mask_source(source, **dict(source_params or {}))
     name = source.name
@@ -300,7 +299,10 @@ def parse_dataset(manifest: Union[str, Path, pd.DataFrame], out_dir: Union[str, 
         "width": [s[1] if s else -1 for s in sizes],
         "fg_fraction": np.round(np.asarray(fg, dtype=np.float64), 6),
     }, columns=list(INDEX_COLUMNS))
-    write_csv_atomic(index_path, index)
+    here = Path(os.path.realpath(Path(index_path).parent))   # the masks are stored relative to the index
+    on_disk = index.assign(**{c: [Path(os.path.relpath(p, here)).as_posix() for p in index[c]]
+                              for c in MASK_FILE_COLUMNS})
+    write_csv_atomic(index_path, on_disk)
     log.info("parse[%s]: wrote %s (%d rows, mean foreground %.3f)", name, index_path, len(index),
              float(index["fg_fraction"].mean()) if len(index) else float("nan"))
     return ParseResult(index=index, processed=done, reused=reused, reset=reset, index_path=index_path)

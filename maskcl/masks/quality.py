@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,8 @@ from PIL import Image
 
 from ..errors import DatasetError
 from ..io import read_json, write_csv_atomic, write_text_atomic
+from ..manifest import check_manifest_frame, read_manifest
+from .index import read_mask_index
 from .labels import LIP, get_label_set
 from .sources import resolve_parsing
 
@@ -42,15 +44,20 @@ def _read_labels(path: str, what: str) -> np.ndarray:
         raise DatasetError(f"cannot read {what} {path} ({e}); rerun the stage that wrote it") from None
 
 
-def mask_quality(manifest: Union[str, Path, pd.DataFrame], indexes: Mapping[str, Union[str, Path]]) -> pd.DataFrame:
+def mask_quality(manifest: Union[str, Path, pd.DataFrame], indexes: Mapping[str, Union[str, Path]], *,
+                 splits: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """Score every source's label maps against the manifest's ground-truth parsing.
 
     Parameters
     ----------
     manifest : path or DataFrame
-        Needs ``path``, ``relpath`` and ``parsing`` (LIP label maps relative to the dataset root).
+        Needs ``path``, ``relpath`` and ``parsing`` (LIP label maps relative to the dataset root);
+        checked by ``maskcl.manifest``.
     indexes : mapping
-        Source name → its ``index.csv`` (``params.json`` beside it gives the label set).
+        Source name → its ``index.csv`` (``params.json`` beside it gives the label set), read with
+        ``maskcl.masks.index.read_mask_index``.
+    splits : sequence of str, optional
+        The dataset's split names, checked against the manifest's.
 
     Returns
     -------
@@ -63,12 +70,12 @@ def mask_quality(manifest: Union[str, Path, pd.DataFrame], indexes: Mapping[str,
     DatasetError
         No ground truth in the manifest, an index that misses images, or mismatched map sizes.
     """
-    frame = manifest if isinstance(manifest, pd.DataFrame) else pd.read_csv(manifest, keep_default_na=False,
-                                                                            dtype={"relpath": str, "path": str})
+    frame = (check_manifest_frame(manifest, splits=splits) if isinstance(manifest, pd.DataFrame)
+             else read_manifest(manifest, splits=splits))
     if "parsing" not in frame.columns:
         raise DatasetError("the manifest has no 'parsing' column: mask quality needs a dataset with "
                            "ground-truth parsing (synthcc)")
-    gt_rows = frame[frame["parsing"].astype(str) != ""]
+    gt_rows = frame[frame["parsing"].notna() & (frame["parsing"].astype(str) != "")]
     if gt_rows.empty:
         raise DatasetError("the manifest's 'parsing' column is empty: no ground truth to score against")
     if not indexes:
@@ -81,7 +88,7 @@ def mask_quality(manifest: Union[str, Path, pd.DataFrame], indexes: Mapping[str,
         if not params_file.is_file():
             raise DatasetError(f"{params_file} not found; rerun the parse stage for source {src}")
         label_sets[src] = get_label_set(read_json(params_file)["label_set"])
-        idx = pd.read_csv(index_path, keep_default_na=False, dtype={"relpath": str, "label": str})
+        idx = read_mask_index(index_path, ("relpath", "label"))
         lookups[src] = dict(zip(idx["relpath"], idx["label"]))
         missing = [r for r in gt_rows["relpath"] if r not in lookups[src]]
         if missing:
@@ -184,7 +191,7 @@ def quality_markdown(table: pd.DataFrame, dataset: Optional[str] = None) -> str:
 
 def write_quality_report(manifest: Union[str, Path, pd.DataFrame], indexes: Mapping[str, Union[str, Path]],
                          csv_out: Union[str, Path], md_out: Union[str, Path],
-                         dataset: Optional[str] = None) -> pd.DataFrame:
+                         dataset: Optional[str] = None, splits: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """Compute ``mask_quality`` and write it as CSV (fractions) and Markdown (percentages), atomically.
 
     Returns
@@ -192,7 +199,7 @@ def write_quality_report(manifest: Union[str, Path, pd.DataFrame], indexes: Mapp
     pd.DataFrame
         The table written to ``csv_out``.
     """
-    table = mask_quality(manifest, indexes)
+    table = mask_quality(manifest, indexes, splits=splits)
     write_csv_atomic(csv_out, table.round(6))
     write_text_atomic(md_out, quality_markdown(table, dataset))
     for r in table.itertuples(index=False):

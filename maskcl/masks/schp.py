@@ -24,7 +24,7 @@ from torch import Tensor
 from ..errors import CheckpointError, ConfigError
 from ..devices import select_device
 from .affine import invert_affine, letterbox_affine, warp_affine
-from .checkpoint import missing_checkpoint_message, file_sha256, get_variant, load_schp
+from .checkpoint import file_sha256, folder_checkpoint_message, get_variant, load_schp, missing_checkpoint_message
 from .schp_net import AugmentCE2P
 from .sources import MASK_SOURCES, ImageReadError, MaskItem, MaskSource, read_image
 
@@ -180,6 +180,8 @@ class SCHPSource(MaskSource):
         self.variant = get_variant(variant)
         self.label_set = self.variant.label_set
         self.checkpoint = Path(checkpoint)
+        if self.checkpoint.is_dir():
+            raise CheckpointError(folder_checkpoint_message(self.checkpoint, self.variant))
         if not self.checkpoint.is_file():
             raise CheckpointError(missing_checkpoint_message(self.checkpoint, self.variant))
         if amp not in _AMP:

@@ -14,7 +14,6 @@ Layout written (the ``tables`` rule declares exactly this):
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -23,11 +22,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pandas as pd
 
-from ..datasets import DATASETS
+from ..datasets import DATASETS, dataset_splits
 from ..io import write_csv_atomic
 from ..masks.index import check_mask_file, mask_fix, recorded_sizes
 from ..plan import FIGURE_KINDS, TABLE_STEMS
-from ..upstream import read_csv_file
+from ..manifest import read_dataset_info, read_manifest
 from .aggregate import aggregate_seeds, cmc_frame, last_epoch_quality, per_seed_frame, protocol_order
 from .cmc import plot_cmc
 from .curves import curves_frame, plot_quality, plot_training, quality_frame, read_train_log
@@ -50,10 +49,6 @@ log = logging.getLogger(__name__)
 
 PathLike = os.PathLike | str
 
-#: Manifest columns the figures read (written by the download rule).
-_MANIFEST_COLUMNS = ("path", "relpath", "pid", "camid", "clothes_id")
-
-
 @dataclass
 class ReportOutputs:
     """Every file written, by kind."""
@@ -73,16 +68,10 @@ def _mask_indexes(paths: Mapping[Tuple[str, str], PathLike]) -> Dict[Tuple[str, 
 
 
 def _dataset_roots(paths: Sequence[PathLike]) -> Dict[str, Path]:
+    """Dataset → its root, from ``dataset.json`` (``maskcl.manifest.read_dataset_info``: root resolved and checked)."""
     out = {}
-    for p in map(Path, paths):
-        try:
-            info = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ReportingError(f"{p}: dataset.json not found; run the download rule") from None
-        except json.JSONDecodeError:
-            raise ReportingError(f"{p}: not valid JSON; rerun the download rule") from None
-        if "name" not in info or "root" not in info:
-            raise ReportingError(f"{p}: lacks name/root; rerun the download rule")
+    for p in paths:
+        info = read_dataset_info(p, error=ReportingError)
         out[str(info["name"])] = Path(info["root"])
     return out
 
@@ -104,8 +93,8 @@ class _Manifests:
             if dataset not in self.paths:
                 raise ReportingError(f"no manifest for dataset {dataset!r}, needed for {why}; pass "
                                      f"results/{dataset}/manifest.csv")
-            self.cache[dataset] = read_csv_file(self.paths[dataset], what="manifest", rule="download",
-                                                columns=_MANIFEST_COLUMNS, error=ReportingError)
+            splits = dataset_splits(dataset) if dataset in DATASETS else None
+            self.cache[dataset] = read_manifest(self.paths[dataset], splits=splits, error=ReportingError)
         return self.cache[dataset]
 
 

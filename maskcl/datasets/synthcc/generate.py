@@ -247,6 +247,40 @@ def _stored_parameters(root: Path) -> Optional[Dict[str, Any]]:
     return params
 
 
+#: What the generator writes at the top of a dataset folder (a dataset written before ``SUMS`` existed
+#: is recognised by this layout).
+_TOP_LEVEL = frozenset(list(SPLIT_FOLDERS.values()) + ["parsing", "info", "contact_sheet.png", META, SUMS])
+_SHOWN = 5
+
+
+def _user_files(root: Path) -> List[str]:
+    """Files under ``root`` the generator did not write (relative paths, sorted): what a user left there.
+
+    The generator's files are those ``SUMS`` lists, plus ``SUMS`` and ``META``; without ``SUMS`` (an
+    older dataset), those of its layout (:data:`_TOP_LEVEL`). Regenerating replaces the folder whole,
+    so these would be deleted with it.
+    """
+    if not root.is_dir():
+        return []
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
+    sums = root / SUMS
+    if sums.is_file():
+        try:
+            listed = {line.partition("  ")[2] for line in sums.read_text(encoding="utf-8").splitlines()}
+        except (OSError, UnicodeDecodeError):
+            listed = set()
+        if listed:
+            return [f for f in files if f not in listed and f not in (META, SUMS)]
+    return [f for f in files if f.split("/", 1)[0] not in _TOP_LEVEL]
+
+
+def _refuse_user_files(root: Path, files: List[str], why: str) -> DatasetError:
+    more = f" (and {len(files) - _SHOWN} more)" if len(files) > _SHOWN else ""
+    return DatasetError(f"synthcc: {root} {why}, and holds {len(files)} file(s) the generator did not write: "
+                        f"{', '.join(files[:_SHOWN])}{more}; regenerating would delete them: move them out of "
+                        f"{root} (or set data.root to another folder), then rerun")
+
+
 def _clean_stale(root: Path) -> None:
     """Remove the temp/old folders of earlier runs that were killed (their process no longer exists)."""
     for p in root.parent.glob(f".{root.name}.*-*-*"):
@@ -292,7 +326,8 @@ def generate_synthcc(root: Path, preset: str = "default", seed: int = 0, overrid
     ConfigError
         Unknown preset or override key (the message lists the valid ones), or bad values.
     DatasetError
-        ``root`` exists and holds something other than a SynthCC dataset.
+        ``root`` exists and holds something other than a SynthCC dataset, or files the generator did
+        not write that regenerating would delete (named in the message).
     """
     cfg = resolve_config(preset, overrides)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -304,10 +339,18 @@ def generate_synthcc(root: Path, preset: str = "default", seed: int = 0, overrid
     if have == want:
         log.info("synthcc: %s already holds this dataset (seed %d); nothing to do", root, seed)
         return root
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"synthcc: {root} is a file, not a folder; move it elsewhere or set data.root to "
+                           f"another folder, then rerun")
     if root.exists() and not (root / META).is_file():
-        if not root.is_dir() or any(root.iterdir()):
-            raise DatasetError(f"synthcc: {root} exists and is not a SynthCC dataset (no {META}); remove it or "
-                               f"point data.root elsewhere")
+        if any(root.iterdir()):
+            shown = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) or \
+                sorted(p.name for p in root.iterdir())
+            raise _refuse_user_files(root, shown, f"exists and is not a SynthCC dataset (no {META})")
+    else:
+        foreign = _user_files(root)
+        if foreign:   # replacing the folder would take them with it
+            raise _refuse_user_files(root, foreign, "holds a SynthCC dataset to regenerate")
     root.parent.mkdir(parents=True, exist_ok=True)
     log.info("synthcc: generating preset %r (seed %d) into %s", preset, seed, root)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-{os.getpid()}-", dir=root.parent))
