@@ -73,6 +73,13 @@ def check(path: str, seed: int = 0) -> None:
     check_run_model(path, meta, PLAN, seed)
 
 
+
+def write_valid_manifest(path: Path) -> None:
+    """A manifest every check passes (its dataset folder exists), so the model is what must be refused."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("path,relpath,split,pid,camid,clothes_id\nimages/a.png,a.png,query,0,0,0\n")
+    (path.parent / "images").mkdir(exist_ok=True)
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)   # the workflow folder: the fix names the relative train target
@@ -140,7 +147,7 @@ def test_a_foreign_model_is_refused_naming_the_first_difference(model, seed, say
 def test_the_evaluate_stage_refuses_it_and_writes_nothing(workdir, job):
     write_model(workdir / MODEL, {**PLAN, "arch": "resnet34"})
     manifest = workdir / "results/synthcc/manifest.csv"
-    manifest.write_text("path,split\nimages/a.png,query\n")
+    write_valid_manifest(manifest)
     out = workdir / Path(MODEL).parent
     run = {"dataset": "synthcc", "experiment": "maskcl", "method": "maskcl", "masks": "groundtruth-silhouette",
            "seed": 0}
@@ -200,7 +207,7 @@ def test_resnet50_weights_under_resnet18_through_the_evaluate_stage(workdir, job
     """The issue's case, end to end in the stage: a load_state_dict RuntimeError was reported as a bug."""
     write_model(workdir / MODEL, PLAN, state_dict=resnet50_weights())
     manifest = workdir / "manifest.csv"
-    manifest.write_text("path,split\nimages/a.png,query\n")
+    write_valid_manifest(manifest)
     out = workdir / Path(MODEL).parent
     line = job(lambda smk: evaluate_checkpoint("synthcc", manifest, MODEL, out / "metrics.json", out / "ranks.npz",
                                                settings={"device": "cpu"}, run={"seed": 0}, train=PLAN))
@@ -282,10 +289,14 @@ def test_dag_refuses_a_foreign_model_in_a_run_folder(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = tmp_path / Path(target).parent
     # what the tables rule is told (rules/common.smk experiment_settings) fits what the run recorded
-    from maskcl.config import load_config
     from maskcl.plan import build_plan
 
-    plan = build_plan(load_config(str(tmp_path / "config.yaml")))
+    from maskcl.config import read_config_file, validate_config
+    from snakemake.utils import update_config
+
+    used = read_config_file(str(ROOT / "config.yaml"))           # the workflow's base, then --configfile over it
+    update_config(used, yaml.safe_load((tmp_path / "config.yaml").read_text()))
+    plan = build_plan(validate_config(used))
     planned = {e: {**x.tables_settings(), "settings": {"synthcc": plan.run("synthcc", e, 0).train_settings()}}
                for e, x in plan.experiments.items()}
     (loaded,) = load_runs([run / "metrics.json"], planned)
