@@ -518,6 +518,9 @@ def test_ablation_tables(report, ws):
     labels = dict(zip(agg.experiment, agg.label))
     assert labels["maskcl"] == "MaskCL (re-impl.)"
     assert labels["maskcl_no_crossview"] == "MaskCL (re-impl.) variant: maskcl_no_crossview"
+    results_md = (out / "tables" / "results.md").read_text()
+    assert "| MaskCL (re-impl.) variant: `maskcl_no_crossview` |" in results_md
+    assert "| MaskCL (re-impl.) | `groundtruth-silhouette` |" in results_md
     cc = agg[(agg.experiment == "clustercontrast") & (agg.protocol == "cc_maskcl")].iloc[0]
     mline = next(x for x in (out / "tables" / "ablation_methods.md").read_text().splitlines()
                  if x.startswith("| ClusterContrast (re-impl.) | `none` |"))
