@@ -176,7 +176,8 @@ def test_failing_rank_surfaces_as_one_error_line(tiny):
 
 
 def test_gates_are_drawn_for_the_global_batch_and_sliced():
-    """Each rank keeps its rows of the gates one process draws for the whole batch (same step seed)."""
+    """Each rank keeps its rows of the gates one process draws for the whole batch (same step seed),
+    and every rank gets the same global per-rank factors of the official reduction."""
     from types import SimpleNamespace
 
     from maskcl.training.comm import DistComm, LocalComm
@@ -188,13 +189,15 @@ def test_gates_are_drawn_for_the_global_batch_and_sliced():
         owner = SimpleNamespace(step_seed=123, _gate_draws=[1], comm=comm)
         return MaskCLMethod._gates(owner, comm.local_part(w) if isinstance(comm, DistComm) else w)
 
-    whole = gates(LocalComm())
+    whole, whole_rank_w = gates(LocalComm())
     parts = []
     for rank in range(2):
         comm = DistComm.__new__(DistComm)  # a rank's slicing, without a process group
         comm.rank, comm.world_size = rank, 2
         comm.gather = lambda t: [w]  # what all_gather returns: every rank's rows in rank order
-        parts.append(gates(comm))
+        part, rank_w = gates(comm)
+        parts.append(part)
+        assert torch.equal(rank_w, whole_rank_w)  # mean over the global batch, not this rank's rows
     assert torch.equal(torch.cat(parts), whole)
     assert 0 < int(whole.sum()) < whole.numel()  # real draws, not all-zero or all-one
     assert comm.local_batch(list(range(8))) == [4, 5, 6, 7]

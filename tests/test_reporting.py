@@ -518,6 +518,9 @@ def test_ablation_tables(report, ws):
     labels = dict(zip(agg.experiment, agg.label))
     assert labels["maskcl"] == "MaskCL (re-impl.)"
     assert labels["maskcl_no_crossview"] == "MaskCL (re-impl.) variant: maskcl_no_crossview"
+    results_md = (out / "tables" / "results.md").read_text()
+    assert "| MaskCL (re-impl.) variant: `maskcl_no_crossview` |" in results_md
+    assert "| MaskCL (re-impl.) | `groundtruth-silhouette` |" in results_md
     cc = agg[(agg.experiment == "clustercontrast") & (agg.protocol == "cc_maskcl")].iloc[0]
     mline = next(x for x in (out / "tables" / "ablation_methods.md").read_text().splitlines()
                  if x.startswith("| ClusterContrast (re-impl.) | `none` |"))
@@ -590,8 +593,9 @@ def test_recorded_training_settings_win_and_mismatches_are_errors(ws, tmp_path):
     def refine_off(doc):
         doc["provenance"]["config"]["train"]["refine"] = False
     run = load_runs([_copy_run(ws, tmp_path / "a", refine_off)], _experiments())[0]
-    assert run.components == {"crossview_loss": True, "neighbour_loss": True, "refine": False,
-                              "memory_refresh": False, "cluster_on": "rgb"}
+    assert run.components == {"crossview_loss": True, "neighbour_loss": True, "neighbour_weights": "official",
+                              "neighbour_reduction": "official", "refine": False, "memory_refresh": False,
+                              "cluster_on": "rgb"}
 
     def moved(doc):
         doc["provenance"]["config"]["run"]["seed"] = 7
@@ -757,7 +761,9 @@ def test_pseudo_label_figure_is_seed_mean(ws, report):
     side = pd.read_csv(out / "figures" / "pseudo_labels" / "synthcc.csv")
     logs = [pd.read_csv(ws / "results" / "synthcc" / "runs" / "maskcl" / "groundtruth-silhouette" / f"seed{s}" /
                         "train_log.csv") for s in (0, 1)]
-    got = side[side.label.str.endswith("[groundtruth-silhouette]") & (side.label.str.startswith("MaskCL (re-impl.) "))
+    labels = set(side.label)
+    assert "MaskCL (re-impl.) variant: maskcl_no_crossview [groundtruth-silhouette]" in labels  # a variant, named so
+    got = side[(side.label == "MaskCL (re-impl.) [groundtruth-silhouette]")
                & (side.series == "nmi_clothes")].sort_values("epoch")
     np.testing.assert_allclose(got["mean"], (logs[0]["nmi_clothes"] + logs[1]["nmi_clothes"]) / 2, atol=1e-12)
     assert (got["n"] == 2).all()

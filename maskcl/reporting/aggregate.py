@@ -80,6 +80,7 @@ def per_seed_frame(runs: Sequence[Run], quality: Optional[Mapping[Path, Mapping[
                 "rule": summ.get("rule"), "single_shot": bool(summ.get("single_shot", False)),
                 "experiment": run.key.experiment, "method": run.method, "supervision": supervision(run.method),
                 "group": group_of(run.method), "label": run_label(run.key.experiment, run.method, run.variant),
+                "variant": run.variant,
                 "masks": run.key.masks, "mask_source": run.key.mask_source, "mask_mode": run.key.mask_mode,
                 "seed": run.key.seed,
             }
@@ -146,7 +147,7 @@ def aggregate_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
     if per_seed.empty:
         raise ReportingError("no protocol results to aggregate")
     out: List[Dict[str, Any]] = []
-    carry = ["headline", "description", "short", "rule", "single_shot", "supervision", "group", "label",
+    carry = ["headline", "description", "short", "rule", "single_shot", "supervision", "group", "label", "variant",
              "mask_source", "mask_mode", *COMPONENTS]
     for key, grp in per_seed.groupby(IDENTITY, sort=False, dropna=False):
         row: Dict[str, Any] = dict(zip(IDENTITY, key))

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import pandas as pd
 
 from ..io import write_csv_atomic, write_text_atomic
@@ -47,8 +48,12 @@ _PUBLISHED_NOTE = ("Published rows quote the cited source (status V: verified th
 
 
 def _label_cell(row: Any) -> Rich:
-    """``MaskCL (re-impl.)`` or ``MaskCL (re-impl.): <experiment>`` with the experiment in monospace."""
+    """``MaskCL (re-impl.)``, ``MaskCL (re-impl.): <experiment>``, or for a run off the official component
+    switches ``MaskCL (re-impl.) variant: <experiment>``, with the experiment in monospace."""
     name = method_name(row["method"])
+    flag = row.get("variant", False)
+    if isinstance(flag, (bool, np.bool_)) and flag:  # NaN (published rows, old frames) is no variant
+        return (name, " variant: ", Code(str(row["experiment"])))
     if row["experiment"] == row["method"]:
         return (name,)
     return (name, ": ", Code(str(row["experiment"])))
