@@ -152,6 +152,13 @@ def test_module_is_two_branches_an_rgb_projection_and_two_memories():
         mem = module[key]
         assert mem.features.shape == (5, 3) and mem.temp == 0.05 and mem.momentum == 0.2
         assert not any(True for _ in mem.parameters())  # buffers only
+    # trainers.py 209-212: encoder1 sees the RGB batch, encoder2 the gray one; the head reads the RGB pooled feature
+    x_rgb, x_gray = torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2)
+    out = net.train()(x_rgb, x_gray)
+    f_r, pooled_r = net.rgb(x_rgb)
+    f_g, _ = net.gray(x_gray)
+    assert torch.allclose(out.f_rgb, f_r) and torch.allclose(out.f_gray, f_g)
+    assert torch.allclose(out.g_rgb, net.proj_rgb(pooled_r))
     with pytest.raises(ValueError, match="dimension"):
         CACLNet(Stub(dim=3), Stub(dim=4))
 
