@@ -217,7 +217,7 @@ class Plan:
 # ------------------------------------------------------------------------------------------- building
 
 def _check_masks(config: Mapping[str, Any], ground_truth: Tuple[str, ...],
-                 experiments: Mapping[str, "ExperimentRecord"]) -> None:
+                 experiments: Mapping[str, ExperimentRecord]) -> None:
     """Mask settings the schema cannot express, as one-line ``ConfigError`` messages.
 
     ``masks.train_source`` is checked when an experiment's method consumes masks (its facts say so):
