@@ -208,6 +208,39 @@ def test_evaluate_and_tables_rules():
     assert "key tables.topk_grid (12) exceeds evaluate.topk (10)" in msg and "lower tables.topk_grid to 10" in msg
 
 
+# ---------------------------------------------------------------- methods: their facts (maskcl.methods)
+
+def test_unknown_method_names_the_allowed_ones():
+    msg = _error(_broken(_experiment({}, name="x", method="spcl")))
+    assert msg == ("config.yaml: key experiments.x.method: 'spcl' is not one of ['maskcl', 'clustercontrast', "
+                   "'supervised', 'untrained']; allowed: one of maskcl, clustercontrast, supervised, untrained")
+
+
+def test_component_switch_of_another_method_is_refused():
+    msg = _error(_broken(_experiment({"refine": False}, name="cc", method="clustercontrast")))
+    assert msg == ("config.yaml: key experiments.cc.train.refine: method clustercontrast has no component switch "
+                   "refine (a switch of maskcl); remove the key or change experiments.cc.method; allowed switches of "
+                   "clustercontrast: none")
+    msg = _error(_broken(_experiment({"cluster_on": "fused"}, name="bound", method="supervised")))
+    assert msg.startswith("config.yaml: key experiments.bound.train.cluster_on: method supervised has no component "
+                          "switch cluster_on")
+    # its own method's switch, or a switch set for every method (top level, dataset presets), is fine
+    _start_up(_broken(_experiment({"refine": False, "cluster_on": "fused"})))
+    plan = _start_up(_broken(lambda c: c["train"].update(refine=False)))
+    assert plan.run("synthcc", "clustercontrast", 0).settings["refine"] is False
+
+
+def test_mask_method_without_its_mask_source():
+    msg = _error(_broken(lambda c: c.update(masks={"sources": ["groundtruth"], "train_source": "schp"})))
+    assert msg == ("masks.train_source is 'schp' but masks.sources is ['groundtruth'], and experiments.maskcl (method "
+                   "maskcl) trains on the masks of masks.train_source; add schp to masks.sources or set "
+                   "masks.train_source to one of groundtruth")
+    # without a method that consumes masks, masks.train_source is never read
+    rgb_only = _broken(lambda c: c.update(masks={"sources": ["groundtruth"], "train_source": "schp"},
+                                          experiments={"clustercontrast": {"method": "clustercontrast"}}))
+    assert [r.masks for r in _start_up(rgb_only).all_runs()] == ["none"]
+
+
 # ------------------------------------------------------------------------------------ what still passes
 
 def test_valid_overrides_still_pass_and_take_effect():
@@ -247,7 +280,17 @@ def test_shipped_configs_validate(extra, tmp_path):
      "key train.batch_size (64) must be divisible by experiments.maskcl.train.num_instances (5)"),
     (_experiment({"nosuch": 1}),  # build_plan
      "unknown key(s) ['nosuch'] at experiments.maskcl.train.nosuch"),
-], ids=["override-bounds", "cross-key", "plan"])
+    (_experiment({}, name="x", method="spcl"),  # a method that is not registered
+     "key experiments.x.method: 'spcl' is not one of ['maskcl', 'clustercontrast', 'supervised', 'untrained']; "
+     "allowed: one of maskcl, clustercontrast, supervised, untrained"),
+    (_experiment({"refine": False}, name="cc", method="clustercontrast"),  # another method's switch
+     "key experiments.cc.train.refine: method clustercontrast has no component switch refine (a switch of maskcl); "
+     "remove the key or change experiments.cc.method; allowed switches of clustercontrast: none"),
+    (lambda c: c.update(masks={"sources": ["groundtruth"], "train_source": "schp"}),  # a mask method, no source
+     "masks.train_source is 'schp' but masks.sources is ['groundtruth'], and experiments.maskcl (method maskcl) "
+     "trains on the masks of masks.train_source; add schp to masks.sources or set masks.train_source to one of "
+     "groundtruth"),
+], ids=["override-bounds", "cross-key", "plan", "unknown-method", "foreign-switch", "mask-method-no-source"])
 def test_snakemake_dry_run_fails_with_one_line_before_any_job(tmp_path, change, line):
     cfg = _broken(change)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))

@@ -114,7 +114,7 @@ def train(settings: TrainSettings, data: TrainData, *, seed: int, out_model: str
     seed_everything(seed)
     method = METHODS.build(settings.method, comm.method_settings(settings), data, device)
     method.comm = comm
-    if not method.trains:  # the untrained reference: its initial weights are the model, its log has no epoch
+    if not method.facts.trains:  # the untrained reference: its initial weights are the model, its log has no epoch
         log.info("exporting the untrained %s network (pretrained %s) without training", settings.arch,
                  settings.pretrained)
         if comm.is_main:
