@@ -24,7 +24,7 @@ import yaml
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from .errors import ConfigError
-from .methods import get_method, switch_owners
+from .methods import get_method, key_owners, switch_owners
 
 __all__ = ["load_schema", "validate_config", "load_config", "read_config_file", "check_config_files",
            "check_working_config", "train_settings", "train_origins", "section_defaults", "settings_from_dict",
@@ -514,7 +514,7 @@ def _check_override_datasets(config: Mapping[str, Any], blame: Callable[..., str
 
 
 def _check_method_switches(config: Mapping[str, Any], blame: Callable[..., str]) -> None:
-    """An experiment sets only its own method's component switches (``maskcl.methods``: each method's facts).
+    """An experiment sets only its own method's switches and own keys (``maskcl.methods``: each method's facts).
 
     A switch of another method (``refine`` on a ``clustercontrast`` experiment) would change nothing
     the method computes, yet name a variant; it is refused with the method's own switches.
@@ -522,13 +522,19 @@ def _check_method_switches(config: Mapping[str, Any], blame: Callable[..., str])
     for name, exp in config.get("experiments", {}).items():
         facts = get_method(exp["method"])
         for key in exp.get("train", {}):
+            path = ("experiments", name, "train", key)
             owners = switch_owners(key)
             if owners and key not in facts.switch_keys:
-                path = ("experiments", name, "train", key)
                 raise ConfigError(f"{blame(path)}: key experiments.{name}.train.{key}: method {facts.name} has no "
                                   f"component switch {key} (a switch of {', '.join(owners)}); remove the key or "
                                   f"change experiments.{name}.method; allowed switches of {facts.name}: "
                                   f"{', '.join(facts.switch_keys) or 'none'}")
+            owners = key_owners(key)
+            if owners and key not in facts.read_keys:
+                raise ConfigError(f"{blame(path)}: key experiments.{name}.train.{key}: method {facts.name} does not "
+                                  f"read {key} (only {', '.join(owners)} does); remove the key or change "
+                                  f"experiments.{name}.method; the method-specific keys {facts.name} reads: "
+                                  f"{', '.join(facts.read_keys) or 'none'}")
 
 
 def _check_overrides(config: Mapping[str, Any], blame: Callable[..., str]) -> None:

@@ -179,7 +179,8 @@ def test_refinement_eps_gap_must_stay_below_eps():
     msg = _error(_broken(_experiment({"eps_gap": 0.6})))
     assert "key experiments.maskcl.train.eps_gap (0.6) must be smaller than train.eps (0.6)" in msg
     assert "set train.refine: false" in msg
-    _start_up(_broken(_experiment({"eps_gap": 0.6}, name="cc", method="clustercontrast")))  # no refinement: fine
+    msg = _error(_broken(_experiment({"eps_gap": 0.6}, name="cc", method="clustercontrast")))  # no refinement
+    assert "method clustercontrast does not read eps_gap (only maskcl does)" in msg
     _start_up(_broken(_experiment({"eps_gap": 0.6, "refine": False})))
     msg = _error(_broken(_experiment({"eps": 1.0})))  # the clustering refuses eps = 1
     assert "key experiments.maskcl.train.eps: 1.0 is greater than or equal to the maximum of 1" in msg
@@ -211,8 +212,8 @@ def test_evaluate_and_tables_rules():
 # ---------------------------------------------------------------- methods: their facts (maskcl.methods)
 
 def test_unknown_method_names_the_allowed_ones():
-    msg = _error(_broken(_experiment({}, name="x", method="spcl")))
-    assert msg == ("config.yaml: key experiments.x.method: 'spcl' is not one of ['maskcl', 'clustercontrast', "
+    msg = _error(_broken(_experiment({}, name="x", method="nosuch")))
+    assert msg == ("config.yaml: key experiments.x.method: 'nosuch' is not one of ['maskcl', 'clustercontrast', "
                    "'supervised', 'untrained']; allowed: one of maskcl, clustercontrast, supervised, untrained")
 
 
@@ -228,6 +229,17 @@ def test_component_switch_of_another_method_is_refused():
     _start_up(_broken(_experiment({"refine": False, "cluster_on": "fused"})))
     plan = _start_up(_broken(lambda c: c["train"].update(refine=False)))
     assert plan.run("synthcc", "clustercontrast", 0).settings["refine"] is False
+
+
+def test_a_key_only_other_methods_read_is_refused():
+    msg = _error(_broken(_experiment({"focal_gamma": 2.0}, name="cc", method="clustercontrast")))
+    assert msg == ("config.yaml: key experiments.cc.train.focal_gamma: method clustercontrast does not read "
+                   "focal_gamma (only maskcl does); remove the key or change experiments.cc.method; the "
+                   "method-specific keys clustercontrast reads: none")
+    # its own method's key, a key every method reads, or one set for every method is fine
+    _start_up(_broken(_experiment({"focal_gamma": 2.0, "lr": 1e-4})))
+    plan = _start_up(_broken(lambda c: c["train"].update(focal_gamma=2.0)))
+    assert plan.run("synthcc", "clustercontrast", 0).settings["focal_gamma"] == 2.0
 
 
 def test_mask_method_without_its_mask_source():
@@ -280,8 +292,8 @@ def test_shipped_configs_validate(extra, tmp_path):
      "key train.batch_size (64) must be divisible by experiments.maskcl.train.num_instances (5)"),
     (_experiment({"nosuch": 1}),  # build_plan
      "unknown key(s) ['nosuch'] at experiments.maskcl.train.nosuch"),
-    (_experiment({}, name="x", method="spcl"),  # a method that is not registered
-     "key experiments.x.method: 'spcl' is not one of ['maskcl', 'clustercontrast', 'supervised', 'untrained']; "
+    (_experiment({}, name="x", method="nosuch"),  # a method that is not registered
+     "key experiments.x.method: 'nosuch' is not one of ['maskcl', 'clustercontrast', 'supervised', 'untrained']; "
      "allowed: one of maskcl, clustercontrast, supervised, untrained"),
     (_experiment({"refine": False}, name="cc", method="clustercontrast"),  # another method's switch
      "key experiments.cc.train.refine: method clustercontrast has no component switch refine (a switch of maskcl); "

@@ -21,7 +21,7 @@ from jsonschema import Draft202012Validator
 from maskcl.config import load_schema
 from maskcl.errors import ConfigError
 from maskcl.methods import (METHOD_FACTS, METHOD_GROUPS, MethodFacts, Switch, components_subject, get_method,
-                            list_methods, register_method_facts, report_order, switch_columns, switch_owners,
+                            key_owners, list_methods, register_method_facts, report_order, switch_columns, switch_owners,
                             switched_methods)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +36,8 @@ def _train_schema() -> dict:
 def test_registry_holds_the_four_methods_in_report_order():
     assert report_order() == METHODS
     assert list_methods() == sorted(METHODS)
-    with pytest.raises(ConfigError, match=r"unknown method 'spcl'; known methods: clustercontrast, maskcl"):
-        get_method("spcl")
+    with pytest.raises(ConfigError, match=r"unknown method 'nosuch'; known methods: clustercontrast, maskcl"):
+        get_method("nosuch")
     with pytest.raises(ValueError, match="method 'maskcl' is already registered"):
         register_method_facts(get_method("maskcl"))
     assert report_order() == METHODS
@@ -55,6 +55,8 @@ def test_every_method_declares_every_fact(name):
         assert isinstance(switch, Switch) and switch.label
         assert switch.key in train, f"{name}: switch {switch.key} is no train key of the schema"
         assert not list(Draft202012Validator(train[switch.key]).iter_errors(switch.official)), (name, switch)
+    for key in facts.own_keys:
+        assert key in train, f"{name}: own key {key} is no train key of the schema"
     for key, value in facts.recipe.items():
         assert key in train, f"{name}: recipe key {key} is no train key of the schema"
         assert not list(Draft202012Validator(train[key]).iter_errors(value)), (name, key, value)
@@ -71,6 +73,8 @@ def test_the_four_methods_facts():
         "crossview_loss": True, "neighbour_loss": True, "neighbour_weights": "official",
         "neighbour_reduction": "official", "refine": True, "memory_refresh": False, "cluster_on": "rgb"}
     assert switch_owners("refine") == ("maskcl",) and switch_owners("epochs") == ()
+    assert key_owners("refine") == key_owners("allknn") == ("maskcl",) and key_owners("lr") == ()
+    assert get_method("maskcl").read_keys[:7] == get_method("maskcl").switch_keys
     assert dict(get_method("clustercontrast").recipe) == {"batch_size": 256, "num_instances": 16, "momentum": 0.1,
                                                           "pooling": "gem"}
     assert get_method("supervised").recipe == get_method("clustercontrast").recipe
@@ -86,6 +90,9 @@ def test_facts_refuse_what_no_method_can_be():
     with pytest.raises(ValueError, match="declared twice"):
         MethodFacts("x", "X", "X", "nowhere", "unsupervised", False, True,
                     switches=(Switch("refine", "R", True), Switch("refine", "R", True)))
+    with pytest.raises(ValueError, match="also a switch"):
+        MethodFacts("x", "X", "X", "nowhere", "unsupervised", False, True,
+                    switches=(Switch("refine", "R", True),), own_keys=("refine",))
 
 
 # ---------------------------------------------------------------- the places a method is written down

@@ -23,7 +23,7 @@ from .supervised import SUPERVISED
 from .untrained import UNTRAINED
 
 __all__ = ["METHOD_FACTS", "METHOD_GROUPS", "MethodFacts", "Switch", "DEFAULT_METHOD", "register_method_facts",
-           "get_method", "list_methods", "report_order", "switch_columns", "switch_owners",
+           "get_method", "list_methods", "report_order", "switch_columns", "switch_owners", "key_owners",
            "switched_methods", "components_subject"]
 
 #: Name → facts. Add a method by writing its facts module and registering its record here.
@@ -82,6 +82,14 @@ def switch_columns() -> Dict[str, Switch]:
 def switch_owners(key: str) -> Tuple[str, ...]:
     """The methods that have the component switch ``key``, in report order (none: not a switch)."""
     return tuple(n for n in _ORDER if key in METHOD_FACTS.get(n).switch_keys)
+
+
+def key_owners(key: str) -> Tuple[str, ...]:
+    """The methods that read the method-specific ``train`` key ``key`` (a switch or an own key), in report order.
+
+    Empty for a key every method reads (``lr``, ``epochs``): only a non-empty answer can refuse a key.
+    """
+    return tuple(n for n in _ORDER if key in METHOD_FACTS.get(n).read_keys)
 
 
 def switched_methods() -> Tuple[str, ...]:

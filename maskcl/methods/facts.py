@@ -72,6 +72,11 @@ class MethodFacts:
         The ``train`` values of its repository's recipe where they differ from the schema's
         defaults (which are the official MaskCL code's): what an experiment of this method sets
         to train as its authors did.
+    own_keys : tuple of str
+        The ``train`` keys besides its switches that this method reads and not every method does
+        (its loss weights, its curriculum). Set on an experiment of a method that neither lists
+        nor switches them they would change nothing, so start-up refuses them; a key no method
+        lists is read by every method.
     """
 
     name: str
@@ -83,6 +88,7 @@ class MethodFacts:
     trains: bool
     switches: Tuple[Switch, ...] = ()
     recipe: Mapping[str, Any] = field(default_factory=dict)
+    own_keys: Tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -92,13 +98,23 @@ class MethodFacts:
         keys = [s.key for s in self.switches]
         if len(keys) != len(set(keys)):
             raise ValueError(f"method {self.name}: a component switch is declared twice ({', '.join(keys)})")
+        both = sorted(set(keys) & set(self.own_keys))
+        if both or len(set(self.own_keys)) != len(self.own_keys):
+            raise ValueError(f"method {self.name}: an own key is declared twice or is also a switch "
+                             f"({', '.join(both or self.own_keys)})")
         object.__setattr__(self, "switches", tuple(self.switches))
+        object.__setattr__(self, "own_keys", tuple(self.own_keys))
         object.__setattr__(self, "recipe", MappingProxyType(dict(self.recipe)))
 
     @property
     def switch_keys(self) -> Tuple[str, ...]:
         """The ``train`` keys of its component switches, in column order."""
         return tuple(s.key for s in self.switches)
+
+    @property
+    def read_keys(self) -> Tuple[str, ...]:
+        """The method-specific ``train`` keys it reads: its switches, then its own keys."""
+        return self.switch_keys + self.own_keys
 
     @property
     def official_switches(self) -> Dict[str, Union[bool, str]]:

@@ -30,4 +30,8 @@ MASKCL = MethodFacts(
         Switch("cluster_on", "Clustered on", "rgb"),             # the memory clustered: rgb, fused or concat
     ),
     recipe={},
+    # read only by MaskCL's step and clustering: the neighbour curriculum, the focal loss, the memory softmax's
+    # epsilon, the mask and fusion terms, the memories' first values, the refinement's tight eps and its test
+    own_keys=("allknn", "focal_gamma", "softmax_eps", "mask_loss", "fusion_loss", "memory_init", "eps_gap",
+              "ratio_cluster"),
 )
