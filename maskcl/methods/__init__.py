@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Dict, List, Tuple
 
 from ..registry import Registry
+from .cacl import CACL
 from .clustercontrast import CLUSTERCONTRAST
 from .facts import METHOD_GROUPS, MethodFacts, Switch
 from .maskcl import MASKCL
@@ -44,6 +45,7 @@ def register_method_facts(facts: MethodFacts) -> MethodFacts:
 # Registration order is report order (rows of a group, the experiments named after a method first).
 register_method_facts(MASKCL)
 register_method_facts(CLUSTERCONTRAST)
+register_method_facts(CACL)
 register_method_facts(SUPERVISED)
 register_method_facts(UNTRAINED)
 

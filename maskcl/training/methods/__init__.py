@@ -4,6 +4,8 @@
   (``maskcl.py``);
 - ``clustercontrast``: RGB only, a cluster-centroid memory re-initialised every epoch
   (``clustercontrast.py``);
+- ``cacl``: RGB + grayscale-copy branches, two instance memories, asymmetric terms into the RGB
+  branch (``cacl.py``);
 - ``supervised``: the ClusterContrast loop with the true identities, an upper bound (``supervised.py``);
 - ``untrained``: the initial network exported without a step, the reference (``untrained.py``).
 
@@ -15,10 +17,11 @@ The engine builds a method as ``METHODS.build(name, settings, data, device)``.
 from __future__ import annotations
 
 from .base import METHODS, MethodBase, backbone_of, register_method
+from .cacl import CACLMethod
 from .clustercontrast import ClusterContrastMethod
 from .maskcl import MaskCLMethod
 from .supervised import SupervisedMethod
 from .untrained import UntrainedMethod
 
 __all__ = ["METHODS", "MethodBase", "register_method", "backbone_of", "MaskCLMethod", "ClusterContrastMethod",
-           "SupervisedMethod", "UntrainedMethod"]
+           "CACLMethod", "SupervisedMethod", "UntrainedMethod"]
