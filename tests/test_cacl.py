@@ -1,7 +1,9 @@
-"""CACL's parts (``maskcl.training.cacl``) against the official code (MingkunLishigure/CACL @ c63a31b).
+"""CACL (``maskcl.training.methods.cacl``) against the official code (MingkunLishigure/CACL @ c63a31b).
 
-Every expected value is derived by hand from the official formulas on a case small enough to check on
-paper; the comments carry the arithmetic. File:line references are to the official repository.
+Every expected value of a step test is derived by hand from the official formulas on a case small enough
+to check on paper; the comments carry the arithmetic. File:line references are to the official
+repository. The last tests train the method through the engine on a tiny SynthCC: it trains, exports a
+model the evaluation reads, and a run resumed after its first epoch is the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from maskcl.methods import get_method
 from maskcl.models.memory import InstanceMemory
 from maskcl.models.images import seeded
-from maskcl.training import cacl
-from maskcl.training.cacl import (CACL_RECIPE, CACLNet, CACLOutput, GrayPairSet, build_cacl_module, cacl_terms,
-                                  gray_memory_transform, gray_view_transform, update_memories)
+from maskcl.training.methods import cacl
+from maskcl.training.methods.cacl import (CACLNet, CACLOutput, GrayPairSet, build_cacl_module, cacl_terms,
+                                          gray_memory_transform, gray_view_transform, update_memories)
 from maskcl.training.settings import TrainSettings
 from maskcl.training.transforms import train_transform
 
@@ -326,10 +329,100 @@ def test_pseudo_labels_keep_outliers_as_singletons():
 
 # ------------------------------------------------------------------------------------ the recipe
 def test_recipe_is_settings_and_the_repository_defaults():
-    s = TrainSettings.from_dict(CACL_RECIPE)  # every key is a training setting
+    recipe = dict(get_method("cacl").recipe)
+    assert recipe == {"epochs": 80}  # the only argparse default of SIC.py that is not the schema's (MaskCL's)
+    s = TrainSettings.from_dict({"method": "cacl", **recipe})
+    # SIC.py 104-108, 358-359, 381-382: ImageNet ResNet-50, last stride 1, average pooling, 256 × 128
+    assert (s.arch, s.pretrained, s.pooling, s.last_stride, s.height, s.width) == (
+        "resnet50", "imagenet", "avg", 1, 256, 128)
     # SIC.py 356-400: -b 64, --num-instances 4, --epochs 80 (MaskCL: 60), --iters 400, --step-size 20,
     # --momentum 0.2, --temp 0.05, --eps 0.6, --eps-gap 0.02, --k1 30, --k2 6
     assert (s.batch_size, s.num_instances, s.epochs, s.iters, s.step_size, s.momentum, s.temp) == (
         64, 4, 80, 400, 20, 0.2, 0.05)
-    assert (s.eps, s.eps_gap, s.k1, s.k2, s.refine, s.focal_gamma, s.softmax_eps) == (
-        0.6, 0.02, 30, 6, True, 4.0, 1e-6)
+    assert (s.eps, s.eps_gap, s.k1, s.k2, s.min_samples, s.ratio_cluster, s.focal_gamma, s.softmax_eps) == (
+        0.6, 0.02, 30, 6, 4, 1.0, 4.0, 1e-6)
+    # SIC.py 156-167, 387-392: Adam 3.5e-4, weight decay 5e-4, StepLR(20, 0.1): drops after epochs 20, 40, 60
+    assert (s.lr, s.weight_decay, s.gamma, s.pad, s.erasing) == (3.5e-4, 5e-4, 0.1, 10, 0.5)
+    assert (s.memory_init, s.memory_refresh, s.sampler_replacement, s.amp) == ("official", False, "official", "off")
+
+
+# ------------------------------------------------------------------------------------ through the engine
+ENGINE = dict(method="cacl", arch="resnet18", pretrained="none", height=64, width=32, pad=2, epochs=2, iters=2,
+              batch_size=16, num_instances=4, k1=10, k2=3, min_samples=2, eps=0.7, workers=0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny SynthCC and one uninterrupted CACL run of 2 epochs × 2 iterations through the engine."""
+    import time
+
+    import pandas as pd
+
+    from conftest import build_tiny_synthcc
+    from maskcl.training.data import train_data_from_manifest
+
+    work = build_tiny_synthcc(tmp_path_factory.mktemp("cacl"))
+    data = train_data_from_manifest(pd.read_csv(work / "manifest.csv"))  # no mask index: CACL reads none
+    t0 = time.time()
+    result = _engine_train(work, "full", data)
+    return work, data, result, time.time() - t0
+
+
+def _engine_train(work, name, data, **kw):
+    from maskcl.training.engine import train
+
+    out = work / name
+    out.mkdir(exist_ok=True)
+    return train(TrainSettings.from_dict(ENGINE), data, seed=0, out_model=str(out / "model.pt"),
+                 out_log=str(out / "train_log.csv"), state_dir=str(out / "state"), threads=1, progress=False, **kw)
+
+
+def test_cacl_trains_through_the_engine_and_exports_the_rgb_backbone(tiny_run):
+    import pandas as pd
+
+    from maskcl.evaluation import evaluate_checkpoint
+    from maskcl.training.methods import METHODS
+    from maskcl.training.runtime import seed_everything
+
+    work, data, result, _ = tiny_run
+    assert result.epochs_run == 2 and result.resumed_from is None
+    log = pd.read_csv(work / "full" / "train_log.csv")
+    assert log["epoch"].tolist() == [1, 2]
+    for term in ("loss", *cacl.CACL_TERMS):  # every term logged, finite; the sum is the loss
+        assert np.isfinite(log[term]).all(), term
+    np.testing.assert_allclose(log["loss"], log[list(cacl.CACL_TERMS)].sum(axis=1), rtol=1e-5)
+    assert (log["crossview"] < 0).all() and (log["crossview"] >= -2).all()  # minus two mean cosines
+    assert (log["classes"] >= 1).all() and {"nmi_id", "nmi_clothes"} <= set(log.columns)
+    model = torch.load(work / "full" / "model.pt", weights_only=True)
+    assert model["method"] == "cacl" and model["epochs"] == 2 and model["train_images"] == len(data)
+    # the export is the trained RGB branch: the keys of the initial one (the engine seeds, then builds the
+    # method), and training moved its weights
+    seed_everything(0)
+    init = METHODS.build("cacl", TrainSettings.from_dict(ENGINE), data, torch.device("cpu"))
+    ref = init.rgb_backbone().state_dict()
+    assert model["state_dict"].keys() == ref.keys()
+    assert "mask_state_dict" not in model  # the gray branch is not exported (only the RGB one is evaluated)
+    moved = [k for k in ref if ref[k].is_floating_point() and "running" not in k
+             and not torch.equal(model["state_dict"][k], ref[k])]
+    assert len(moved) > len(ref) // 4
+    res = evaluate_checkpoint("synthcc", work / "manifest.csv", work / "full" / "model.pt",
+                              work / "full" / "metrics.json", work / "full" / "ranks.npz",
+                              settings={"batch_size": 64, "workers": 0}, device="cpu", threads=1)
+    assert res and all(0.0 <= r["mAP"] <= 1.0 for r in res.values())
+
+
+def test_cacl_stopped_after_epoch_0_resumes_to_the_uninterrupted_run(tiny_run):
+    import pandas as pd
+
+    work, data, _, _ = tiny_run
+    first = _engine_train(work, "resumed", data, stop_after_epoch=0)
+    assert first.epochs_run == 1 and not (work / "resumed" / "model.pt").exists()
+    assert (work / "resumed" / "state" / "checkpoint.pt").is_file()
+    again = _engine_train(work, "resumed", data)
+    assert again.resumed_from == 1 and again.epochs_run == 1
+    a = torch.load(work / "full" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(work / "resumed" / "model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    timing = ["cluster_s", "epoch_s"]
+    pd.testing.assert_frame_equal(pd.read_csv(work / "full" / "train_log.csv").drop(columns=timing),
+                                  pd.read_csv(work / "resumed" / "train_log.csv").drop(columns=timing))
