@@ -402,9 +402,14 @@ def test_cacl_trains_through_the_engine_and_exports_the_rgb_backbone(tiny_run):
     ref = init.rgb_backbone().state_dict()
     assert model["state_dict"].keys() == ref.keys()
     assert "mask_state_dict" not in model  # the gray branch is not exported (only the RGB one is evaluated)
-    moved = [k for k in ref if ref[k].is_floating_point() and "running" not in k
-             and not torch.equal(model["state_dict"][k], ref[k])]
-    assert len(moved) > len(ref) // 4
+    weights = [k for k in ref if ref[k].is_floating_point() and "running" not in k]
+    moved = [k for k in weights if not torch.equal(model["state_dict"][k], ref[k])]
+    assert len(moved) > len(weights) // 2
+    # 4 Adam steps of lr 3.5e-4 move a weight by about 4 · 3.5e-4 at most: the export is the RGB branch, not the
+    # gray one (another random initialisation, typically 0.01-0.1 away)
+    assert max(float((model["state_dict"][k] - ref[k]).abs().max()) for k in weights) < 4e-3
+    gray = init.net.gray.state_dict()
+    assert max(float((model["state_dict"][k] - gray[k]).abs().max()) for k in weights) > 1e-2
     res = evaluate_checkpoint("synthcc", work / "manifest.csv", work / "full" / "model.pt",
                               work / "full" / "metrics.json", work / "full" / "ranks.npz",
                               settings={"batch_size": 64, "workers": 0}, device="cpu", threads=1)
