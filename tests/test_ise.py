@@ -1,4 +1,4 @@
-"""ISE's parts (``maskcl.training.ise``) against the official formulas (zhangxinyu-xyz/ISE-ReID at 3e55527).
+"""ISE's parts (``maskcl.training.methods.ise``) against the official formulas (zhangxinyu-xyz/ISE-ReID at 3e55527).
 
 Every expected value is worked out by hand from the official code's formulas on 2-D cases:
 
@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from maskcl.models.memory import ClusterMemory
-from maskcl.training import ise
+from maskcl.training.methods import ise
 
 E = math.e
 R29, R13 = math.sqrt(29.0), math.sqrt(13.0)
@@ -300,3 +300,161 @@ def test_lp_anchors_of_one_slice_against_the_whole_batchs_supports():
     part = ise.label_preserving_loss(LP_F[2:], LP_Y[2:], LP_S, LP_Y, temp=0.6, group_size=2, reduction="none")
     assert part.tolist() == pytest.approx([_lp(E, 1 / E), _lp(1 / E, 1 / E)], abs=1e-5)
     assert torch.allclose(part, full[2:])
+
+
+# ------------------------------------------------------------------ the gather that keeps the gradient (comm)
+def _gather_rank(rank: int, world: int, port: int, out: str) -> None:
+    """One gloo rank: gather_with_grad's values and gradients, and ISE's LP loss on a slice of the batch."""
+    import os
+
+    from maskcl.training.comm import DistComm
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    comm = DistComm(torch.device("cpu"), "gloo")
+    try:
+        x = (torch.arange(6.0).reshape(3, 2) + 10 * rank).requires_grad_(True)
+        g = comm.gather_with_grad(x)
+        w = torch.arange(12.0).reshape(6, 2) * (rank + 1)  # each rank's loss weighs the rows differently
+        (g * w).sum().backward()
+        # ISE's LP loss: this rank's anchors against every rank's supports (the module's own gather)
+        f = torch.nn.functional.normalize(LP_BATCH_F[rank * 2:(rank + 1) * 2].clone(), dim=1).requires_grad_(True)
+        y = LP_BATCH_Y[rank * 2:(rank + 1) * 2]
+        sup, ys = ise.support_features(f, y, CENTROIDS, 0.4)
+        cand, cand_y = comm.gather_with_grad(sup), comm.gather(ys)[0]
+        lp = ise.label_preserving_loss(f, y, cand, cand_y, temp=0.6, negatives="per_label")
+        lp.backward()
+        torch.save({"g": g.detach(), "xgrad": x.grad, "lp": lp.detach(), "fgrad": f.grad}, f"{out}/rank{rank}.pt")
+    finally:
+        comm.close()
+
+
+LP_BATCH_F = torch.tensor([[0.6, 0.8], [0.9, 0.1], [-0.6, 0.8], [-0.8, -0.6]])
+LP_BATCH_Y = torch.tensor([0, 0, 1, 2])
+
+
+def test_gather_with_grad_is_the_identity_in_one_process():
+    from maskcl.training.comm import LocalComm
+
+    x = torch.ones(2, 3, requires_grad=True)
+    g = LocalComm().gather_with_grad(x)
+    (g * 2).sum().backward()
+    assert g is x and torch.equal(x.grad, torch.full((2, 3), 2.0))
+
+
+@pytest.mark.slow
+def test_gather_with_grad_sums_every_ranks_gradient_and_lp_matches_one_process(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_gather_rank, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    r = [torch.load(tmp_path / f"rank{i}.pt") for i in range(2)]
+    x_all = torch.cat([torch.arange(6.0).reshape(3, 2) + 10 * i for i in range(2)])
+    assert torch.equal(r[0]["g"], x_all) and torch.equal(r[1]["g"], x_all)  # rank order, both ranks alike
+    # d/dx_q of Σ_r Σ (G ∘ w_r) = Σ_r w_r[rows of q] = (1 + 2) · w[rows of q]: every rank's loss reaches x_q
+    w = torch.arange(12.0).reshape(6, 2)
+    assert torch.equal(r[0]["xgrad"], 3 * w[:3]) and torch.equal(r[1]["xgrad"], 3 * w[3:])
+    # the LP loss: mean over ranks = one process's; each rank's feature gradient = W × the one-process one
+    # (DDP averages parameter gradients over the W ranks); without the backward's sum it misses the other
+    # rank's anchors' pull on this rank's supports
+    f = torch.nn.functional.normalize(LP_BATCH_F.clone(), dim=1).requires_grad_(True)
+    sup, ys = ise.support_features(f, LP_BATCH_Y, CENTROIDS, 0.4)
+    lp = ise.label_preserving_loss(f, LP_BATCH_Y, sup, ys, temp=0.6, negatives="per_label")
+    lp.backward()
+    assert (r[0]["lp"] + r[1]["lp"]).item() / 2 == pytest.approx(lp.item(), abs=1e-6)
+    assert torch.allclose(torch.cat([r[0]["fgrad"], r[1]["fgrad"]]) / 2, f.grad, atol=1e-6)
+
+
+# ------------------------------------------------------------------ the method through the engine
+ENGINE = dict(method="ise", arch="resnet18", pretrained="none", height=64, width=32, pad=2, epochs=2, iters=2,
+              batch_size=16, num_instances=4, k1=10, k2=3, min_samples=2, eps=0.7, workers=0, device="cpu",
+              ise_lp_weight=1.0)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from conftest import build_tiny_synthcc
+
+    return build_tiny_synthcc(tmp_path_factory.mktemp("ise"))
+
+
+def _engine_run(work, name: str, stop_after_epoch=None, **over):
+    import pandas as pd
+
+    from maskcl.training.data import train_data_from_manifest
+    from maskcl.training.engine import train
+    from maskcl.training.settings import TrainSettings
+
+    data = train_data_from_manifest(pd.read_csv(work / "manifest.csv"))
+    out = work / name
+    return train(TrainSettings.from_dict(dict(ENGINE, **over)), data, seed=0, out_model=str(out / "model.pt"),
+                 out_log=str(out / "train_log.csv"), state_dir=str(out / "state"), threads=1, progress=False,
+                 stop_after_epoch=stop_after_epoch)
+
+
+@pytest.mark.slow
+def test_ise_trains_through_the_engine_and_its_model_is_evaluated(tiny):
+    import pandas as pd
+
+    from maskcl.evaluation import evaluate_checkpoint
+
+    res = _engine_run(tiny, "run")
+    assert res.epochs_run == 2 and res.resumed_from is None
+    out = tiny / "run"
+    log = pd.read_csv(out / "train_log.csv")
+    assert list(log["epoch"]) == [1, 2] and (log["clusters"] >= 2).all()
+    assert (log["lp"] > 0).all() and (log["contrast"] > 0).all()
+    # total = contrast + lp_weight · lp (weight 1 here), per step and so per epoch mean
+    assert log["loss"].tolist() == pytest.approx((log["contrast"] + log["lp"]).tolist(), rel=1e-5)
+    model = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    assert model["method"] == "ise" and model["epochs"] == 2
+    metrics = evaluate_checkpoint("synthcc", tiny / "manifest.csv", out / "model.pt", out / "metrics.json",
+                                  out / "ranks.npz", settings={"batch_size": 64, "workers": 0}, device="cpu",
+                                  threads=1)
+    assert metrics and all(0.0 <= r["mAP"] <= 1.0 for r in metrics.values())
+    print(f"ISE engine test: epoch_s {log['epoch_s'].tolist()}, cluster_s {log['cluster_s'].tolist()}")
+
+
+@pytest.mark.slow
+def test_ise_resumes_exactly_after_an_epoch(tiny):
+    import pandas as pd
+
+    _engine_run(tiny, "whole")
+    cut = _engine_run(tiny, "cut", stop_after_epoch=0)
+    assert cut.epochs_run == 1 and not (tiny / "cut" / "model.pt").exists()
+    again = _engine_run(tiny, "cut")
+    assert again.resumed_from == 1 and again.epochs_run == 1
+    a = torch.load(tiny / "whole" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tiny / "cut" / "model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    timing = ["cluster_s", "epoch_s"]
+    pd.testing.assert_frame_equal(pd.read_csv(tiny / "whole" / "train_log.csv").drop(columns=timing),
+                                  pd.read_csv(tiny / "cut" / "train_log.csv").drop(columns=timing))
+
+
+def test_ise_lambda_follows_the_global_step(tiny):
+    import pandas as pd
+
+    from maskcl.training.data import train_data_from_manifest
+    from maskcl.training.methods import METHODS
+    from maskcl.training.settings import TrainSettings
+
+    s = TrainSettings.from_dict(dict(ENGINE, epochs=3, iters=5))
+    m = METHODS.build("ise", s, train_data_from_manifest(pd.read_csv(tiny / "manifest.csv")), torch.device("cpu"))
+    m.prepare_epoch(2)
+    assert m.lam() == ise.support_lambda(2, 0, 5, 3)
+    m._last = (torch.zeros(0, dtype=torch.long), torch.zeros(0, 512), torch.zeros(0, dtype=torch.long),
+               torch.zeros(0, 512))
+    m.after_step()
+    assert m.lam() == pytest.approx(0.5 * math.log((E - 1) * 11 / 15 + 1), abs=1e-12)  # step 2 · 5 + 1 of 15
+
+
+def test_ise_refuses_too_few_clusters_for_topk(tiny):
+    from maskcl.errors import MaskCLError
+
+    with pytest.raises(MaskCLError, match=r"train.ise_topk = 500 other cluster"):
+        _engine_run(tiny, "topk", ise_topk=500)

@@ -1,8 +1,32 @@
-"""ISE's parts: ClusterContrast plus implicit sample extension (Zhang et al., CVPR 2022).
+"""ISE: ClusterContrast with implicit sample extension (support features and the label-preserving loss).
 
-What the official code (zhangxinyu-xyz/ISE-ReID, HEAD ``3e55527``) computes in one step, as functions of
-tensors, so the method that wires them into the engine is ClusterContrast's plus these calls. Line
-numbers below are of that commit.
+Zhang et al., "Implicit Sample Extension for Unsupervised Person Re-Identification", CVPR 2022; official
+code zhangxinyu-xyz/ISE-ReID (HEAD ``3e55527``, a fork of ClusterContrast). Its facts (display name, switches,
+recipe): ``maskcl/methods/ise.py``. Line numbers below are of that commit; ``trainers_support.py`` is
+``clustercontrast/trainers_support.py``, ``cm.py`` ``clustercontrast/models/cm.py``, ``lp_loss.py``
+``clustercontrast/losses/lp_loss.py``.
+
+The method is ClusterContrast's loop (``maskcl.training.methods.clustercontrast``) plus three things, all at
+feature level (no extra network, no second forward):
+
+1. ``start``: nothing (ClusterContrast's).
+2. ``prepare_epoch(epoch)``: ClusterContrast's: re-extract every training image in eval mode, Jaccard +
+   DBSCAN (``eps``, ``min_samples``, ``k1``, ``k2``), drop the outliers, a cluster memory from the centroids
+   (``temp``, ``momentum``); then check there are at least ``ise_topk`` + 1 clusters and restart the step count.
+3. ``step``: the L2-normalised features f of the batch and, per sample, ``ise_topk`` **supports**
+   s = normalise(f + 0.5 · λ_t · (c_other − c_own)) towards its nearest other centroids of the memory as it
+   is now (:func:`support_features`), with λ_t = 0.5 · ``ise_lambda_base`` · ln((e − 1) · t + 1) and t the
+   global step over ``epochs`` · ``iters`` (:func:`support_lambda`, a function of the epoch and the step in it,
+   so a resumed run continues it exactly); loss = cross-entropy over the memory of [f; s] (the supports only
+   with ``ise_use_support``, :func:`support_memory_loss`) + ``ise_lp_weight`` · the **label-preserving loss**
+   (temperature ``ise_lp_temp``, negatives ``ise_lp_negatives`` with chunks of ``ise_topk`` · ``num_instances``,
+   :func:`label_preserving_loss`), which compares each sample with the supports of the whole batch (under DDP
+   all ranks' supports, gathered with their gradient: ``comm.gather_with_grad``).
+4. ``after_step``: the memory update on the global batch, [samples; supports] in batch order
+   (``ise_memory_update``: ``hard`` each centroid once towards its least similar input, ``ori`` every input in
+   turn; the supports only with ``ise_use_support`` and ``ise_supports_update``, :func:`update_memory`).
+
+The functions below are the official step as functions of tensors:
 
 - :func:`support_lambda`: the progressive interpolation degree, per iteration
   (``clustercontrast/trainers_support.py`` line 30):
@@ -28,15 +52,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from ..models.memory import ClusterMemory
-from . import losses
+from ...errors import MaskCLError
+from ...methods.ise import ISE
+from ...models.memory import ClusterMemory
+from .. import losses
+from .base import register_method
+from .clustercontrast import ClusterContrastMethod
 
-__all__ = ["LP_NEGATIVES", "SAMPLE_TYPES", "ISEStep", "support_lambda", "nearest_other_centroids",
+__all__ = ["ISEMethod", "LP_NEGATIVES", "SAMPLE_TYPES", "ISEStep", "support_lambda", "nearest_other_centroids",
            "support_features", "support_memory_loss", "label_preserving_loss", "hard_update", "update_memory",
            "ise_step"]
 
@@ -227,20 +255,91 @@ class ISEStep:
 
 def ise_step(memory: ClusterMemory, feats: torch.Tensor, labels: torch.Tensor, lam: float, *,
              num_instances: int, topk: int = 1, use_support: bool = True, loss_weight: float = 1.0,
-             lp_weight: float = 0.1, lp_temp: float = 0.6, lp_negatives: str = "official") -> ISEStep:
+             lp_weight: float = 0.1, lp_temp: float = 0.6, lp_negatives: str = "official",
+             gather: Optional[Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]] = None
+             ) -> ISEStep:
     """``trainers_support.py`` lines 40-55: supports, memory loss over samples (+ supports), LP loss.
 
     total = loss_weight · memory loss + lp_weight · LP loss. The LP loss is computed (and logged) whatever
     ``use_support`` says, as officially; ``use_support`` only decides whether the supports enter the memory
     loss. Defaults are the official argument defaults, which the Market-1501 script keeps (``topk`` 1,
-    ``temp_lp_loss`` 0.6, ``lp_loss_weight`` 0.1; MSMT17's script uses 0.01).
+    ``temp_lp_loss`` 0.6, ``lp_loss_weight`` 0.1; MSMT17's script uses 0.01). ``gather`` maps this batch's
+    (supports, their labels) to the whole batch's, the candidates of the LP loss (under DDP: every rank's, in
+    rank order, with the gradient of every rank's loss reaching this rank's supports); default this batch.
     """
     supports, support_labels = support_features(feats, labels, memory.features, lam, topk)
     if use_support:
         contrast = support_memory_loss(memory, feats, labels, supports, support_labels)
     else:
         contrast = support_memory_loss(memory, feats, labels)
-    lp = label_preserving_loss(feats, labels, supports, support_labels, temp=lp_temp,
+    cand, cand_labels = (supports, support_labels) if gather is None else gather(supports, support_labels)
+    lp = label_preserving_loss(feats, labels, cand, cand_labels, temp=lp_temp,
                                group_size=topk * num_instances, negatives=lp_negatives)
     total = contrast * loss_weight + lp * lp_weight
     return ISEStep(total, {"contrast": contrast, "lp": lp}, supports, support_labels)
+
+
+# ------------------------------------------------------------------------------------------------ the method
+@register_method(ISE)
+class ISEMethod(ClusterContrastMethod):
+    """ClusterContrast's backbone, clustering and memory, with supports and the LP loss (see the module docstring).
+
+    ``start``, ``dataset``, ``rgb_backbone``, ``export`` and the resume hooks (labels; the memory resized to
+    its checkpointed number of clusters) are ClusterContrast's: λ_t is a function of (epoch, step in epoch)
+    and the engine checkpoints at epoch ends, so nothing else needs saving.
+    """
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        s = self.s
+        if s.ise_memory_update not in SAMPLE_TYPES:
+            raise ValueError(f"train.ise_memory_update must be one of {', '.join(SAMPLE_TYPES)}, "
+                             f"got {s.ise_memory_update!r}")
+        if s.ise_lp_negatives not in LP_NEGATIVES:
+            raise ValueError(f"train.ise_lp_negatives must be one of {', '.join(LP_NEGATIVES)}, "
+                             f"got {s.ise_lp_negatives!r}")
+        self._epoch = 0
+        self._it = 0
+
+    def prepare_epoch(self, epoch: int) -> Dict[str, Any]:
+        stats = super().prepare_epoch(epoch)
+        clusters = int(self.module["memory"].features.shape[0])
+        if clusters < self.s.ise_topk + 1:  # the official step fails with a shape error (trainers_support.py 111)
+            raise MaskCLError(f"ISE epoch {epoch + 1}: {clusters} cluster(s), but every sample needs "
+                              f"train.ise_topk = {self.s.ise_topk} other cluster(s) to move towards; "
+                              f"raise train.eps, lower train.min_samples or lower train.ise_topk")
+        self._epoch, self._it = epoch, 0
+        return stats
+
+    def lam(self) -> float:
+        """λ_t of the coming step (0-based epoch and step in it, as ``trainers_support.py`` line 30)."""
+        s = self.s
+        return support_lambda(self._epoch, self._it, s.iters, s.epochs, s.ise_lambda_base)
+
+    def _gather_supports(self, supports: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.comm.gather_with_grad(supports), self.comm.gather(labels)[0]
+
+    def step(self, batch: Tuple[torch.Tensor, ...]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        s = self.s
+        x, idx = batch
+        idx = idx.to(self.device)
+        f, _ = self.comm.forward(self.module["net"], self._input(x))
+        f = f.float()
+        y = self._labels_dev[idx]
+        out = ise_step(self.module["memory"], f, y, self.lam(), num_instances=s.num_instances, topk=s.ise_topk,
+                       use_support=s.ise_use_support, lp_weight=s.ise_lp_weight, lp_temp=s.ise_lp_temp,
+                       lp_negatives=s.ise_lp_negatives, gather=self._gather_supports)
+        self._last = (y, f.detach(), out.support_labels, out.supports.detach())
+        return out.total, out.terms
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        s = self.s
+        y, f, ys, sup = self.comm.gather(*self._last)  # samples, then supports, each in global batch order
+        self._last = None
+        if s.ise_use_support:
+            update_memory(self.module["memory"], y, f, ys, sup, sample_type=s.ise_memory_update,
+                          supports_update=s.ise_supports_update)
+        else:
+            update_memory(self.module["memory"], y, f, sample_type=s.ise_memory_update)
+        self._it += 1
