@@ -37,7 +37,7 @@ pytestmark = pytest.mark.slow
 BASE = dict(arch="resnet18", pretrained="none", height=64, width=32, pad=2, epochs=2, iters=2, batch_size=16,
             num_instances=4, allknn=4, k1=10, k2=3, min_samples=2, eps=0.7, workers=0, device="cpu")
 COUNTS = ["clusters", "outliers", "ejected", "classes", "singletons"]
-LOSSES = re.compile(r"^(loss|proto_\w+|nbr_\w+|crossview|contrast)$")
+LOSSES = re.compile(r"^(loss|proto_\w+|nbr_\w+|crossview|contrast|lp)$")
 
 
 
@@ -120,6 +120,16 @@ def test_clustercontrast_ddp_matches_one_process_with_bn_groups(tiny):
     _train(tiny, "cc_ref", dict(s, bn_groups=2), threads=1)
     _train(tiny, "cc_ddp", dict(s, world_size=2), threads=2)
     _assert_equivalent(tiny, "cc_ref", "cc_ddp", s)
+
+
+def test_ise_ddp_matches_one_process_with_bn_groups(tiny):
+    # ISE's LP loss compares each rank's samples with the supports of the whole batch (gathered with their
+    # gradient); weight 1 so that a wrong gather (per-rank supports, or no gradient from the other rank) shows
+    s = dict({k: v for k, v in BASE.items() if k != "allknn"}, method="ise", ise_lp_weight=1.0)
+    _train(tiny, "ise_ref", dict(s, bn_groups=2), threads=1)
+    _train(tiny, "ise_ddp", dict(s, world_size=2), threads=2)
+    _assert_equivalent(tiny, "ise_ref", "ise_ddp", s)
+    assert (pd.read_csv(tiny / "ise_ddp" / "train_log.csv")["lp"] > 0).all()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and process groups")

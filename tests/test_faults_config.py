@@ -71,7 +71,7 @@ def test_experiment_block_without_method_says_which_key_to_add():
     # a user writing only the override they want: the block replaces the default experiment whole
     msg = _error(_broken(lambda c: c.update(experiments={"maskcl": {"train": {"epochs": 2}}})))
     assert msg.startswith("config.yaml: key experiments.maskcl: 'method' is a required property; add the key method "
-                          "(one of maskcl, clustercontrast, supervised, untrained) to that block")
+                          "(one of maskcl, clustercontrast, ise, supervised, untrained) to that block")
 
 
 def test_float_for_an_integer_key_is_refused():
@@ -214,7 +214,7 @@ def test_evaluate_and_tables_rules():
 def test_unknown_method_names_the_allowed_ones():
     msg = _error(_broken(_experiment({}, name="x", method="nosuch")))
     assert msg == ("config.yaml: key experiments.x.method: 'nosuch' is not one of ['maskcl', 'clustercontrast', "
-                   "'supervised', 'untrained']; allowed: one of maskcl, clustercontrast, supervised, untrained")
+                   "'ise', 'supervised', 'untrained']; allowed: one of maskcl, clustercontrast, ise, supervised, untrained")
 
 
 def test_component_switch_of_another_method_is_refused():
@@ -293,8 +293,8 @@ def test_shipped_configs_validate(extra, tmp_path):
     (_experiment({"nosuch": 1}),  # build_plan
      "unknown key(s) ['nosuch'] at experiments.maskcl.train.nosuch"),
     (_experiment({}, name="x", method="nosuch"),  # a method that is not registered
-     "key experiments.x.method: 'nosuch' is not one of ['maskcl', 'clustercontrast', 'supervised', 'untrained']; "
-     "allowed: one of maskcl, clustercontrast, supervised, untrained"),
+     "key experiments.x.method: 'nosuch' is not one of ['maskcl', 'clustercontrast', 'ise', 'supervised', "
+     "'untrained']; allowed: one of maskcl, clustercontrast, ise, supervised, untrained"),
     (_experiment({"refine": False}, name="cc", method="clustercontrast"),  # another method's switch
      "key experiments.cc.train.refine: method clustercontrast has no component switch refine (a switch of maskcl); "
      "remove the key or change experiments.cc.method; allowed switches of clustercontrast: none"),

@@ -4,6 +4,8 @@
   (``maskcl.py``);
 - ``clustercontrast``: RGB only, a cluster-centroid memory re-initialised every epoch
   (``clustercontrast.py``);
+- ``ise``: ClusterContrast plus support features towards the nearest other centroids and the
+  label-preserving loss (``ise.py``);
 - ``supervised``: the ClusterContrast loop with the true identities, an upper bound (``supervised.py``);
 - ``untrained``: the initial network exported without a step, the reference (``untrained.py``).
 
@@ -16,9 +18,10 @@ from __future__ import annotations
 
 from .base import METHODS, MethodBase, backbone_of, register_method
 from .clustercontrast import ClusterContrastMethod
+from .ise import ISEMethod
 from .maskcl import MaskCLMethod
 from .supervised import SupervisedMethod
 from .untrained import UntrainedMethod
 
 __all__ = ["METHODS", "MethodBase", "register_method", "backbone_of", "MaskCLMethod", "ClusterContrastMethod",
-           "SupervisedMethod", "UntrainedMethod"]
+           "ISEMethod", "SupervisedMethod", "UntrainedMethod"]
