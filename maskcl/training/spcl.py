@@ -1,0 +1,321 @@
+"""SpCL's parts in the purely unsupervised (USL) setting: the hybrid memory and the self-paced criterion.
+
+SpCL (Ge et al., NeurIPS 2020; official code ``yxgeee/SpCL`` at HEAD ``01a486e``, read for facts and
+formulas only) trains against an *instance* memory and re-labels the training set every epoch with a
+three-scale DBSCAN whose extra two scales decide which clusters, and which members, are reliable:
+
+- **Hybrid memory** (``spcl/models/hm.py``): one L2-normalised entry per training image, initialised once
+  from eval-mode features (``examples/spcl_train_usl.py`` lines 133-137) and never re-extracted; after each
+  step the batch's entries move by momentum, entry ← normalise(m·entry + (1−m)·f), sample by sample
+  (``hm.py`` 28-30, m = 0.2). A class scores the *mean of its members' logits* ⟨f, M_j⟩/τ (sum, then divide
+  by the member count: ``hm.py`` 66-71, τ = 0.05), the softmax runs over the non-empty classes with ε = 1e-6
+  in its denominator and in the log (``hm.py`` 57-61, 74), and the loss is the batch mean of −log(p_y + ε).
+  DBSCAN's outliers, and every sample the criterion rejects, are classes of their own (singletons).
+- **Self-paced criterion** (``examples/spcl_train_usl.py`` 158-226): DBSCAN at eps, eps − gap (tight) and
+  eps + gap (loose) on the Jaccard distance of the *memory* (line 154). Per sample, with C its cluster,
+  T its tight and L its loose cluster (outliers as singletons in all three), the official variables are
+  r_comp = 1 − |C∩T|/|C∪T| and r_indep = 1 − |C∩L|/|C∪L| (lines 193-199; lower = more reliable, the
+  paper's R = 1 − r). A cluster's scores are the *minimum* over its members (210-211). The independence
+  threshold is fixed once, at epoch 0, at sorted(r_indep of clusters with > 1 member)[min(n−1,
+  round(0.9·n))] (212-214). A sample keeps its label iff its cluster's r_indep ≤ that threshold and its own
+  r_comp ≤ its cluster's minimum, i.e. it belongs to the best-overlapping tight sub-cluster (219-221);
+  every other sample becomes a new singleton, numbered after all existing labels in sample order
+  (223-226), which leaves gaps where a cluster emptied.
+
+Where this module differs from the official code, on purpose (each in ``/work/notes/methods/spcl.md``):
+the labels handed on are re-indexed to one contiguous range (the official softmax masks the empty
+classes, so the loss is unchanged; ``official_labels`` keeps the official numbering); the IoUs come from
+label counts instead of three N×N matrices (the same float32 values); and with no multi-member cluster the
+threshold stays unset until an epoch has one, where the official code raises an ``IndexError`` (line 214).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..clustering import apply_outlier_policy, cluster_with_distances, dbscan
+from ..models.memory import InstanceMemory
+from .losses import memory_log_probs
+
+__all__ = ["OFFICIAL_COMMIT", "OFFICIAL_USL", "INDEP_QUANTILE", "hybrid_memory_loss", "HybridMemory",
+           "MultiScaleLabels", "multi_scale_dbscan", "ReliabilityScores", "reliability_scores",
+           "independence_threshold", "SelfPacedLabels", "select_reliable", "SelfPacedCriterion"]
+
+#: The commit of ``yxgeee/SpCL`` every file:line reference here points into.
+OFFICIAL_COMMIT = "01a486e"
+
+#: The USL script's defaults (``examples/spcl_train_usl.py``; argparse lines 272-311 unless noted), under
+#: our ``train.*`` key names, for whoever writes the method's config.
+OFFICIAL_USL: Dict[str, Any] = {
+    "arch": "resnet50",          # 293; features 0 → the 2048-d BN-neck output (295, resnet.py 55-58)
+    "pooling": "avg",            # resnet.py 38 (AdaptiveAvgPool2d)
+    "height": 256, "width": 128,  # 276-277 (README: 224×224 for vehicles)
+    "pad": 10, "erasing": 0.5,   # 46-54
+    "batch_size": 64,            # 274
+    "num_instances": 4,          # 278
+    "epochs": 50,                # 303
+    "iters": 400,                # 304 (README: 800 for MSMT17, VeRi)
+    "lr": 3.5e-4,                # 300 (Adam, 145)
+    "weight_decay": 5e-4,        # 302
+    "step_size": 20,             # 305 (StepLR, 146)
+    "gamma": 0.1,                # 146
+    "temp": 0.05,                # 310
+    "momentum": 0.2,             # 297
+    "softmax_eps": 1e-6,         # hm.py 60, 74
+    "eps": 0.6,                  # 284
+    "eps_gap": 0.02,             # 286
+    "min_samples": 4,            # 164-166 (hard-coded)
+    "k1": 30, "k2": 6,           # 288-291
+    "bn_groups": 4,              # DataParallel on 4 GPUs (README "Training"): BatchNorm over 16 images
+}
+
+#: The independence threshold's position in the epoch-0 distribution (``spcl_train_usl.py`` line 214).
+INDEP_QUANTILE = 0.9
+
+
+# ------------------------------------------------------------------------------------------- memory
+def hybrid_memory_loss(feats: torch.Tensor, bank: torch.Tensor, labels: torch.Tensor, indexes: torch.Tensor,
+                       temp: float = 0.05, eps: float = 1e-6) -> torch.Tensor:
+    """SpCL's memory loss (``hm.py`` 51-74): mean_b −log(p_b(y_b) + ε) over class-mean logits.
+
+    feats: B×D batch features (L2-normalised by the network); bank: N×D memory (no gradient reaches it:
+    ``hm.py`` 24-25 returns the gradient of the inputs only); labels: N pseudo-labels of the memory entries,
+    every entry labelled (outliers as singletons), gaps allowed; indexes: B memory rows of the batch, whose
+    labels are the targets (``hm.py`` 63).
+
+    s_k = (Σ_{j: labels_j = k} ⟨f, M_j⟩ / τ) / n_k (``hm.py`` 16, 54, 66-71: the logits are summed per class,
+    then divided by the member count), p = exp(s) / (Σ_{k non-empty} exp(s_k) + ε) (``masked_softmax``,
+    57-61; an empty class is masked out, 70-73, so dropping it here changes nothing), loss
+    ``F.nll_loss(log(p + ε), y)`` (74). Computed without overflow (:func:`memory_log_probs`).
+    """
+    labels = labels.to(feats.device)
+    classes, inv = torch.unique(labels, return_inverse=True)  # the non-empty classes, in label order
+    logits = feats @ bank.detach().to(feats.device, feats.dtype).t() / temp  # B×N
+    sums = torch.zeros(feats.shape[0], classes.numel(), dtype=logits.dtype, device=logits.device)
+    sums = sums.index_add(1, inv, logits)
+    nums = torch.bincount(inv, minlength=classes.numel()).to(logits.dtype)
+    return F.nll_loss(memory_log_probs(sums / nums, eps), inv[indexes.to(feats.device)])
+
+
+class HybridMemory(InstanceMemory):
+    """SpCL's hybrid memory, USL setting: an :class:`InstanceMemory` scored with :func:`hybrid_memory_loss`.
+
+    Inherited and identical to the official semantics: ``init_features`` (the one-time initialisation,
+    L2-normalised: ``spcl_train_usl.py`` 137) and ``update`` (entry ← normalise(m·entry + (1−m)·f), one sample
+    at a time in batch order, so a repeated index is updated twice: ``hm.py`` 28-30). ``set_labels`` wants the
+    contiguous labels of :class:`SelfPacedLabels` (``labels``); the official gaps change no loss value.
+    """
+
+    def __init__(self, num_samples: int, dim: int, temp: float = 0.05, momentum: float = 0.2,
+                 eps: float = 1e-6) -> None:
+        super().__init__(num_samples, dim, temp, momentum)
+        self.eps = eps
+
+    def loss(self, feats: torch.Tensor, indexes: torch.Tensor) -> torch.Tensor:
+        """The batch's memory loss (the official ``HybridMemory.forward``); call ``update`` after the step."""
+        return hybrid_memory_loss(feats, self.features, self.labels, indexes, self.temp, self.eps)
+
+
+# ------------------------------------------------------------------------------ three-scale DBSCAN
+@dataclass(frozen=True)
+class MultiScaleLabels:
+    """DBSCAN labels (−1 for noise) of one feature set at eps, eps − gap and eps + gap."""
+
+    main: np.ndarray
+    tight: np.ndarray
+    loose: np.ndarray
+    eps: float
+    eps_gap: float
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+def multi_scale_dbscan(features: Any, *, eps: float = 0.6, eps_gap: float = 0.02, min_samples: int = 4,
+                       k1: int = 30, k2: int = 6, knn_backend: str = "auto") -> MultiScaleLabels:
+    """The three DBSCANs of ``spcl_train_usl.py`` 155-171 on one k-reciprocal Jaccard distance.
+
+    ``features``: N×D memory entries (L2-normalised; line 154 clusters ``memory.features``). One sparse
+    Jaccard computation serves all three: it stores every pair up to eps + gap (``max_distance``), so the
+    loose DBSCAN sees every pair it can use, and :func:`maskcl.clustering.dbscan` gives sklearn's labels
+    (the official ``DBSCAN(metric='precomputed')``, min_samples 4).
+    """
+    eps_tight, eps_loose = eps - eps_gap, eps + eps_gap  # lines 160-162
+    res = cluster_with_distances(features, eps=eps, min_samples=min_samples, k1=k1, k2=k2, outliers="drop",
+                                 tight_eps=eps_tight, max_distance=eps_loose, backend=knn_backend)
+    timings = dict(res.timings)
+    t0 = time.perf_counter()
+    loose = dbscan(res.distances, eps_loose, min_samples)
+    timings["dbscan_loose"] = time.perf_counter() - t0
+    assert res.tight_labels is not None
+    return MultiScaleLabels(main=res.dbscan_labels, tight=res.tight_labels, loose=loose, eps=eps,
+                            eps_gap=eps_gap, timings=timings)
+
+
+# ------------------------------------------------------------------------------ reliability scores
+def _one_minus_iou(labels: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Per sample i, 1 − |{j: labels_j = labels_i} ∩ {j: other_j = other_i}| / |… ∪ …|, in float32.
+
+    The official code (lines 194-199) builds N×N 0/1 float32 matrices and divides their row sums of the
+    element-wise min and max; those sums are the integers |∩| and |∪| = |A| + |B| − |∩|, so the same
+    float32 division and subtraction give bit-identical values from counts.
+    """
+    _, joint_inv, joint_n = np.unique(labels * (int(other.max(initial=0)) + 1) + other, return_inverse=True,
+                                      return_counts=True)
+    inter = joint_n[joint_inv]
+    union = np.bincount(labels)[labels] + np.bincount(other)[other] - inter
+    return np.float32(1.0) - inter.astype(np.float32) / union.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ReliabilityScores:
+    """The official per-sample and per-cluster scores of one epoch (outliers as singleton labels).
+
+    ``r_comp`` / ``r_indep`` are the official variables ``R_comp`` / ``R_indep`` (1 − IoU with the tight /
+    loose cluster); ``cluster_r_*`` are their minimum over each label's members, indexed by label.
+    """
+
+    labels: np.ndarray            # main DBSCAN labels, outliers → singletons (lines 177-190)
+    tight: np.ndarray
+    loose: np.ndarray
+    r_comp: np.ndarray            # float32, per sample
+    r_indep: np.ndarray
+    cluster_r_comp: np.ndarray    # float32, per label
+    cluster_r_indep: np.ndarray
+    cluster_sizes: np.ndarray     # members per label
+    num_clusters: int             # DBSCAN clusters at eps (labels below this came from DBSCAN)
+
+
+def reliability_scores(main: np.ndarray, tight: np.ndarray, loose: np.ndarray) -> ReliabilityScores:
+    """r_comp, r_indep per sample and their per-cluster minima from three DBSCAN labelings (−1 = noise).
+
+    Outliers become singletons numbered C, C+1, … in sample order in each labeling (the official
+    ``generate_pseudo_labels``, lines 177-190, = ``apply_outlier_policy(·, "singleton")``).
+    """
+    main_raw = np.asarray(main, dtype=np.int64)
+    lab = apply_outlier_policy(main_raw, "singleton")
+    lab_t = apply_outlier_policy(np.asarray(tight, dtype=np.int64), "singleton")
+    lab_l = apply_outlier_policy(np.asarray(loose, dtype=np.int64), "singleton")
+    if not (lab.shape == lab_t.shape == lab_l.shape):
+        raise ValueError(f"the three labelings differ in length: {lab.shape}, {lab_t.shape}, {lab_l.shape}")
+    r_comp = _one_minus_iou(lab, lab_t)   # line 198
+    r_indep = _one_minus_iou(lab, lab_l)  # line 199
+    n_labels = int(lab.max(initial=-1)) + 1
+    cl_comp = np.full(n_labels, np.inf, dtype=np.float32)
+    cl_indep = np.full(n_labels, np.inf, dtype=np.float32)
+    np.minimum.at(cl_comp, lab, r_comp)    # lines 203-211: min over the label's members
+    np.minimum.at(cl_indep, lab, r_indep)
+    return ReliabilityScores(labels=lab, tight=lab_t, loose=lab_l, r_comp=r_comp, r_indep=r_indep,
+                             cluster_r_comp=cl_comp, cluster_r_indep=cl_indep,
+                             cluster_sizes=np.bincount(lab, minlength=n_labels),
+                             num_clusters=int(main_raw.max(initial=-1)) + 1)
+
+
+def independence_threshold(cluster_r_indep: np.ndarray, cluster_sizes: np.ndarray,
+                           quantile: float = INDEP_QUANTILE) -> Optional[float]:
+    """The official threshold on a cluster's r_indep (``spcl_train_usl.py`` 212-214), fixed at epoch 0.
+
+    Over the labels with more than one member (``ReliabilityScores.cluster_r_indep`` and
+    ``cluster_sizes``), sorted ascending: the value at position min(n − 1, round(0.9·n)) (numpy's round,
+    half to even: n = 25 → 22). So about 90 % of the clusters, plus one, pass at epoch 0; with n ≤ 10 all
+    of them. None when no label has two members, where the official code raises an ``IndexError``.
+    """
+    vals = np.sort(np.asarray(cluster_r_indep, dtype=np.float64)[np.asarray(cluster_sizes) > 1])
+    if vals.size == 0:
+        return None
+    return float(vals[min(vals.size - 1, int(np.round(vals.size * quantile)))])
+
+
+# ------------------------------------------------------------------------------------ selection
+@dataclass(frozen=True)
+class SelfPacedLabels:
+    """One epoch's SpCL pseudo-labels and what the criterion decided."""
+
+    labels: np.ndarray            # contiguous 0..C−1, every sample (for the memory and the sampler)
+    official_labels: np.ndarray   # the official numbering (lines 216-226), gaps where a cluster emptied
+    kept: np.ndarray              # bool: the sample kept its (main) label
+    indep_threshold: Optional[float]
+    scores: ReliabilityScores
+
+    @property
+    def ejected(self) -> np.ndarray:
+        """Members of a DBSCAN cluster made singletons by the criterion."""
+        return ~self.kept & (self.scores.labels < self.scores.num_clusters)
+
+    def stats(self) -> Dict[str, Any]:
+        """The keys of ``EpochClusters.stats`` (clusters = DBSCAN's) plus what the official log prints
+        (line 233-234): ``reliable_clusters`` (labels of > 1 member after selection) and the IoU threshold
+        1 − threshold (NaN while unset)."""
+        s = self.scores
+        counts = np.bincount(self.labels)
+        kept_per_cluster = np.bincount(self.official_labels[self.official_labels < s.num_clusters],
+                                       minlength=s.num_clusters)
+        return {"clusters": s.num_clusters, "outliers": int((s.labels >= s.num_clusters).sum()),
+                "ejected": int(self.ejected.sum()), "classes": int(counts.size),
+                "singletons": int((counts == 1).sum()), "reliable_clusters": int((counts > 1).sum()),
+                "emptied_clusters": int((kept_per_cluster == 0).sum()),
+                "indep_iou_threshold": (float("nan") if self.indep_threshold is None
+                                        else 1.0 - self.indep_threshold)}
+
+
+def select_reliable(scores: ReliabilityScores, indep_threshold: Optional[float]) -> SelfPacedLabels:
+    """Keep or eject every sample (``spcl_train_usl.py`` 216-226).
+
+    A sample keeps its label iff cluster_r_indep[label] ≤ threshold and r_comp ≤ cluster_r_comp[label]
+    (line 221; the second is an equality test with the cluster's best member). The others get
+    len(labels) + 0, 1, … in sample order (223-226). A ``None`` threshold (no multi-member cluster yet)
+    passes every cluster. Comparisons are in float64, as the official Python floats are.
+    """
+    lab = scores.labels
+    indep = scores.cluster_r_indep.astype(np.float64)[lab]
+    indep_ok = np.ones(lab.size, dtype=bool) if indep_threshold is None else indep <= float(indep_threshold)
+    comp_ok = scores.r_comp.astype(np.float64) <= scores.cluster_r_comp.astype(np.float64)[lab]
+    kept = indep_ok & comp_ok
+    official = lab.copy()
+    official[~kept] = scores.cluster_sizes.size + np.arange(int((~kept).sum()))
+    _, contiguous = np.unique(official, return_inverse=True)
+    return SelfPacedLabels(labels=contiguous.astype(np.int64), official_labels=official, kept=kept,
+                           indep_threshold=indep_threshold, scores=scores)
+
+
+class SelfPacedCriterion:
+    """SpCL's per-epoch pseudo-labelling, with its one piece of state: the independence threshold.
+
+    The official code fixes the threshold at epoch 0 (line 213) and keeps it; here it is fixed by the
+    first call that has a multi-member cluster (the same epoch whenever the official code runs) and must
+    be saved with the training state (``state_dict``) so that a resumed run uses the same value.
+    """
+
+    def __init__(self, *, eps: float = 0.6, eps_gap: float = 0.02, min_samples: int = 4, k1: int = 30,
+                 k2: int = 6, quantile: float = INDEP_QUANTILE, knn_backend: str = "auto") -> None:
+        self.eps, self.eps_gap, self.min_samples = eps, eps_gap, min_samples
+        self.k1, self.k2, self.quantile, self.knn_backend = k1, k2, quantile, knn_backend
+        self.indep_threshold: Optional[float] = None
+        self.fixed_at_epoch: Optional[int] = None
+
+    def labels_from(self, scales: MultiScaleLabels, epoch: int) -> SelfPacedLabels:
+        """Scores, the threshold if not yet fixed, and the selection for one epoch's three labelings."""
+        scores = reliability_scores(scales.main, scales.tight, scales.loose)
+        if self.indep_threshold is None:
+            self.indep_threshold = independence_threshold(scores.cluster_r_indep, scores.cluster_sizes,
+                                                          self.quantile)
+            if self.indep_threshold is not None:
+                self.fixed_at_epoch = epoch
+        return select_reliable(scores, self.indep_threshold)
+
+    def __call__(self, features: Any, epoch: int) -> SelfPacedLabels:
+        """Cluster the memory ``features`` (N×D) at three scales and select the reliable labels."""
+        scales = multi_scale_dbscan(features, eps=self.eps, eps_gap=self.eps_gap, min_samples=self.min_samples,
+                                    k1=self.k1, k2=self.k2, knn_backend=self.knn_backend)
+        return self.labels_from(scales, epoch)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"indep_threshold": self.indep_threshold, "fixed_at_epoch": self.fixed_at_epoch}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.indep_threshold = state.get("indep_threshold")
+        self.fixed_at_epoch = state.get("fixed_at_epoch")
