@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from maskcl.clustering import cluster_with_distances, dbscan, jaccard_distance
+from maskcl.training import losses
 from maskcl.training.spcl import (HybridMemory, MultiScaleLabels, SelfPacedCriterion, hybrid_memory_loss,
                                   independence_threshold, multi_scale_dbscan, reliability_scores,
                                   select_reliable)
@@ -103,6 +104,19 @@ def test_hybrid_memory_loss_uses_its_labels_and_temperature():
     mem.init_features(BANK)
     mem.set_labels(LABELS)
     assert float(mem.loss(FEATS, INDEXES)) == pytest.approx(LOSS, rel=1e-6)
+
+
+def test_equals_the_instance_memory_prototype_loss_at_gamma_0():
+    # the mean of member logits is the logit of the member mean, so MaskCL's prototype loss with γ = 0 and
+    # the same ε is SpCL's loss: either path may serve the engine
+    torch.manual_seed(0)
+    mem = HybridMemory(50, 8, temp=0.05, momentum=0.2)
+    mem.init_features(torch.randn(50, 8))
+    mem.set_labels(torch.randint(0, 12, (50,)).unique(return_inverse=True)[1])
+    idx = torch.tensor([3, 3, 17, 42, 0])
+    f = torch.nn.functional.normalize(torch.randn(5, 8), dim=1)
+    proto = losses.prototype_focal_loss(mem.class_logits(f), mem.labels[idx], gamma=0.0, eps=EPS)
+    assert torch.allclose(mem.loss(f, idx), proto, rtol=1e-5)
 
 
 # ------------------------------------------------------------------ the self-paced criterion
@@ -198,20 +212,29 @@ def test_criterion_fixes_the_threshold_once_and_resumes_it():
     crit = SelfPacedCriterion()
     none = MultiScaleLabels(main=np.full(4, -1), tight=np.full(4, -1), loose=np.full(4, -1), eps=0.6,
                             eps_gap=0.02)
-    r0 = crit.labels_from(none, epoch=0)  # no cluster at epoch 0: every sample a singleton, nothing fixed
+    r0 = crit.adopt(crit.labels_from(none), epoch=0)  # no cluster at epoch 0: all singletons, nothing fixed
     assert crit.indep_threshold is None and r0.labels.tolist() == [0, 1, 2, 3]
     scales = MultiScaleLabels(main=MAIN, tight=TIGHT, loose=LOOSE, eps=0.6, eps_gap=0.02)
-    crit.labels_from(scales, epoch=1)
+    r1 = crit.labels_from(scales)  # computing alone changes no state (the DDP rank-0 half)
+    assert crit.indep_threshold is None and r1.indep_threshold == pytest.approx(7 / 11, abs=1e-7)
+    crit.adopt(r1, epoch=1)
     assert crit.indep_threshold == pytest.approx(7 / 11, abs=1e-7) and crit.fixed_at_epoch == 1
-    # a later epoch whose clusters alone would give another threshold keeps the fixed one
+    # later epochs keep the fixed 7/11: two clusters of 4 inside one loose cluster of 8 have r_indep
+    # 1 − 4/8 = 0.5 ≤ 7/11 and stay
     later = MultiScaleLabels(main=np.array([0, 0, 0, 0, 1, 1, 1, 1]), tight=np.array([0, 0, 0, 0, 1, 1, 1, 1]),
-                             loose=np.array([0, 0, 0, 0, 0, 0, 0, 0]), eps=0.6, eps_gap=0.02)
-    r2 = crit.labels_from(later, epoch=2)  # r_indep 1 − 4/8 = 0.5 ≤ 7/11: both clusters stay
+                             loose=np.zeros(8, dtype=np.int64), eps=0.6, eps_gap=0.02)
+    r2 = crit.adopt(crit.labels_from(later), epoch=2)
     assert crit.indep_threshold == pytest.approx(7 / 11, abs=1e-7) and r2.kept.all()
+    # clusters of 3 and 7 inside one loose cluster of 10: r_indep 1 − 3/10 = 0.7 > 7/11 (dissolved) and
+    # 0.3 (kept); had this epoch set its own threshold (n = 2 → the larger, 0.7), both would stay
+    main = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1, 1])
+    far = MultiScaleLabels(main=main, tight=main, loose=np.zeros(10, dtype=np.int64), eps=0.6, eps_gap=0.02)
+    r3 = crit.adopt(crit.labels_from(far), epoch=3)
+    assert r3.kept.tolist() == [False] * 3 + [True] * 7
     resumed = SelfPacedCriterion()
     resumed.load_state_dict(crit.state_dict())
-    assert resumed.labels_from(scales, epoch=3).labels.tolist() == select_reliable(
-        reliability_scores(MAIN, TIGHT, LOOSE), crit.indep_threshold).labels.tolist()
+    assert resumed.labels_from(far).labels.tolist() == r3.labels.tolist()
+    assert SelfPacedCriterion().labels_from(far).kept.all()
 
 
 def _dense_one_minus_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

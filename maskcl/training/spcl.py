@@ -14,8 +14,8 @@ three-scale DBSCAN whose extra two scales decide which clusters, and which membe
 - **Self-paced criterion** (``examples/spcl_train_usl.py`` 158-226): DBSCAN at eps, eps − gap (tight) and
   eps + gap (loose) on the Jaccard distance of the *memory* (line 154). Per sample, with C its cluster,
   T its tight and L its loose cluster (outliers as singletons in all three), the official variables are
-  r_comp = 1 − |C∩T|/|C∪T| and r_indep = 1 − |C∩L|/|C∪L| (lines 193-199; lower = more reliable, the
-  paper's R = 1 − r). A cluster's scores are the *minimum* over its members (210-211). The independence
+  r_comp = 1 − |C∩T|/|C∪T| and r_indep = 1 − |C∩L|/|C∪L| (lines 193-199; lower = more reliable; the
+  IoUs themselves are 1 − r). A cluster's scores are the *minimum* over its members (210-211). The independence
   threshold is fixed once, at epoch 0, at sorted(r_indep of clusters with > 1 member)[min(n−1,
   round(0.9·n))] (212-214). A sample keeps its label iff its cluster's r_indep ≤ that threshold and its own
   r_comp ≤ its cluster's minimum, i.e. it belongs to the best-overlapping tight sub-cluster (219-221);
@@ -45,7 +45,8 @@ from .losses import memory_log_probs
 
 __all__ = ["OFFICIAL_COMMIT", "OFFICIAL_USL", "INDEP_QUANTILE", "hybrid_memory_loss", "HybridMemory",
            "MultiScaleLabels", "multi_scale_dbscan", "ReliabilityScores", "reliability_scores",
-           "independence_threshold", "SelfPacedLabels", "select_reliable", "SelfPacedCriterion"]
+           "independence_threshold", "SelfPacedLabels", "select_reliable", "self_paced_labels",
+           "SelfPacedCriterion"]
 
 #: The commit of ``yxgeee/SpCL`` every file:line reference here points into.
 OFFICIAL_COMMIT = "01a486e"
@@ -54,11 +55,14 @@ OFFICIAL_COMMIT = "01a486e"
 #: our ``train.*`` key names, for whoever writes the method's config.
 OFFICIAL_USL: Dict[str, Any] = {
     "arch": "resnet50",          # 293; features 0 → the 2048-d BN-neck output (295, resnet.py 55-58)
+    "pretrained": "imagenet",    # resnet.py 32 (torchvision weights)
+    "last_stride": 1,            # resnet.py 33-34
     "pooling": "avg",            # resnet.py 38 (AdaptiveAvgPool2d)
     "height": 256, "width": 128,  # 276-277 (README: 224×224 for vehicles)
     "pad": 10, "erasing": 0.5,   # 46-54
     "batch_size": 64,            # 274
     "num_instances": 4,          # 278
+    "sampler_replacement": "official",  # sampler.py 84-87, 95-98: without replacement only from K candidates
     "epochs": 50,                # 303
     "iters": 400,                # 304 (README: 800 for MSMT17, VeRi)
     "lr": 3.5e-4,                # 300 (Adam, 145)
@@ -67,7 +71,7 @@ OFFICIAL_USL: Dict[str, Any] = {
     "gamma": 0.1,                # 146
     "temp": 0.05,                # 310
     "momentum": 0.2,             # 297
-    "softmax_eps": 1e-6,         # hm.py 60, 74
+    "softmax_eps": 1e-6,         # hm.py 57-60, 74
     "eps": 0.6,                  # 284
     "eps_gap": 0.02,             # 286
     "min_samples": 4,            # 164-166 (hard-coded)
@@ -282,12 +286,25 @@ def select_reliable(scores: ReliabilityScores, indep_threshold: Optional[float])
                            indep_threshold=indep_threshold, scores=scores)
 
 
+def self_paced_labels(scales: MultiScaleLabels, indep_threshold: Optional[float],
+                      quantile: float = INDEP_QUANTILE) -> SelfPacedLabels:
+    """One epoch's labels from its three labelings; a ``None`` threshold is computed from this epoch's
+    clusters (the official epoch 0, lines 213-214) and returned in ``SelfPacedLabels.indep_threshold``."""
+    scores = reliability_scores(scales.main, scales.tight, scales.loose)
+    if indep_threshold is None:
+        indep_threshold = independence_threshold(scores.cluster_r_indep, scores.cluster_sizes, quantile)
+    return select_reliable(scores, indep_threshold)
+
+
 class SelfPacedCriterion:
     """SpCL's per-epoch pseudo-labelling, with its one piece of state: the independence threshold.
 
     The official code fixes the threshold at epoch 0 (line 213) and keeps it; here it is fixed by the
-    first call that has a multi-member cluster (the same epoch whenever the official code runs) and must
-    be saved with the training state (``state_dict``) so that a resumed run uses the same value.
+    first epoch that has a multi-member cluster (epoch 0 whenever the official code runs) and must be saved
+    with the training state (``state_dict``) so that a resumed run uses the same value.
+
+    ``compute`` is pure (under DDP: ``r = comm.on_main(crit.compute, feats)`` on rank 0), ``adopt`` records
+    the threshold on every rank; ``__call__`` does both.
     """
 
     def __init__(self, *, eps: float = 0.6, eps_gap: float = 0.02, min_samples: int = 4, k1: int = 30,
@@ -297,21 +314,24 @@ class SelfPacedCriterion:
         self.indep_threshold: Optional[float] = None
         self.fixed_at_epoch: Optional[int] = None
 
-    def labels_from(self, scales: MultiScaleLabels, epoch: int) -> SelfPacedLabels:
-        """Scores, the threshold if not yet fixed, and the selection for one epoch's three labelings."""
-        scores = reliability_scores(scales.main, scales.tight, scales.loose)
-        if self.indep_threshold is None:
-            self.indep_threshold = independence_threshold(scores.cluster_r_indep, scores.cluster_sizes,
-                                                          self.quantile)
-            if self.indep_threshold is not None:
-                self.fixed_at_epoch = epoch
-        return select_reliable(scores, self.indep_threshold)
-
-    def __call__(self, features: Any, epoch: int) -> SelfPacedLabels:
+    def compute(self, features: Any) -> SelfPacedLabels:
         """Cluster the memory ``features`` (N×D) at three scales and select the reliable labels."""
         scales = multi_scale_dbscan(features, eps=self.eps, eps_gap=self.eps_gap, min_samples=self.min_samples,
                                     k1=self.k1, k2=self.k2, knn_backend=self.knn_backend)
-        return self.labels_from(scales, epoch)
+        return self.labels_from(scales)
+
+    def labels_from(self, scales: MultiScaleLabels) -> SelfPacedLabels:
+        """:func:`self_paced_labels` with the current threshold (no state change)."""
+        return self_paced_labels(scales, self.indep_threshold, self.quantile)
+
+    def adopt(self, result: SelfPacedLabels, epoch: int) -> SelfPacedLabels:
+        """Fix the threshold from ``result`` if it is not fixed yet; returns ``result``."""
+        if self.indep_threshold is None and result.indep_threshold is not None:
+            self.indep_threshold, self.fixed_at_epoch = result.indep_threshold, epoch
+        return result
+
+    def __call__(self, features: Any, epoch: int) -> SelfPacedLabels:
+        return self.adopt(self.compute(features), epoch)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"indep_threshold": self.indep_threshold, "fixed_at_epoch": self.fixed_at_epoch}
