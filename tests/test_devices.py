@@ -245,7 +245,8 @@ def test_stages_select_their_device_through_the_helper(monkeypatch, tmp_path):
     monkeypatch.setattr(maskcl.devices, "select_device", fake)
     monkeypatch.setattr("maskcl.masks.schp.select_device", fake)
     manifest = tmp_path / "m.csv"   # the stage checks its manifest before it claims a device
-    manifest.write_text("path,split\nimages/a.png,query\n")
+    manifest.write_text("path,relpath,split,pid,camid,clothes_id\nimages/a.png,a.png,query,0,0,0\n")
+    (tmp_path / "images").mkdir()   # a whole manifest, so the device choice is what the stage reaches
     for call in (lambda: train_device("auto"), lambda: schp_device("cuda"),
                  lambda: evaluate_checkpoint("synthcc", manifest, tmp_path / "model.pt",
                                              tmp_path / "metrics.json", tmp_path / "ranks.npz",

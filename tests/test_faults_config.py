@@ -179,7 +179,8 @@ def test_refinement_eps_gap_must_stay_below_eps():
     msg = _error(_broken(_experiment({"eps_gap": 0.6})))
     assert "key experiments.maskcl.train.eps_gap (0.6) must be smaller than train.eps (0.6)" in msg
     assert "set train.refine: false" in msg
-    _start_up(_broken(_experiment({"eps_gap": 0.6}, name="cc", method="clustercontrast")))  # no refinement: fine
+    msg = _error(_broken(_experiment({"eps_gap": 0.6}, name="cc", method="clustercontrast")))  # no refinement
+    assert "method clustercontrast does not read eps_gap (only maskcl does)" in msg
     _start_up(_broken(_experiment({"eps_gap": 0.6, "refine": False})))
     msg = _error(_broken(_experiment({"eps": 1.0})))  # the clustering refuses eps = 1
     assert "key experiments.maskcl.train.eps: 1.0 is greater than or equal to the maximum of 1" in msg
@@ -206,6 +207,50 @@ def test_evaluate_and_tables_rules():
     _start_up(_broken(lambda c: c["evaluate"].update(rerank=False, rerank_k1=3, rerank_k2=6)))  # unused: fine
     msg = _error(_broken(lambda c: c.update(tables={"topk_grid": 12})))
     assert "key tables.topk_grid (12) exceeds evaluate.topk (10)" in msg and "lower tables.topk_grid to 10" in msg
+
+
+# ---------------------------------------------------------------- methods: their facts (maskcl.methods)
+
+def test_unknown_method_names_the_allowed_ones():
+    msg = _error(_broken(_experiment({}, name="x", method="nosuch")))
+    assert msg == ("config.yaml: key experiments.x.method: 'nosuch' is not one of ['maskcl', 'clustercontrast', "
+                   "'supervised', 'untrained']; allowed: one of maskcl, clustercontrast, supervised, untrained")
+
+
+def test_component_switch_of_another_method_is_refused():
+    msg = _error(_broken(_experiment({"refine": False}, name="cc", method="clustercontrast")))
+    assert msg == ("config.yaml: key experiments.cc.train.refine: method clustercontrast has no component switch "
+                   "refine (a switch of maskcl); remove the key or change experiments.cc.method; allowed switches of "
+                   "clustercontrast: none")
+    msg = _error(_broken(_experiment({"cluster_on": "fused"}, name="bound", method="supervised")))
+    assert msg.startswith("config.yaml: key experiments.bound.train.cluster_on: method supervised has no component "
+                          "switch cluster_on")
+    # its own method's switch, or a switch set for every method (top level, dataset presets), is fine
+    _start_up(_broken(_experiment({"refine": False, "cluster_on": "fused"})))
+    plan = _start_up(_broken(lambda c: c["train"].update(refine=False)))
+    assert plan.run("synthcc", "clustercontrast", 0).settings["refine"] is False
+
+
+def test_a_key_only_other_methods_read_is_refused():
+    msg = _error(_broken(_experiment({"focal_gamma": 2.0}, name="cc", method="clustercontrast")))
+    assert msg == ("config.yaml: key experiments.cc.train.focal_gamma: method clustercontrast does not read "
+                   "focal_gamma (only maskcl does); remove the key or change experiments.cc.method; the "
+                   "method-specific keys clustercontrast reads: none")
+    # its own method's key, a key every method reads, or one set for every method is fine
+    _start_up(_broken(_experiment({"focal_gamma": 2.0, "lr": 1e-4})))
+    plan = _start_up(_broken(lambda c: c["train"].update(focal_gamma=2.0)))
+    assert plan.run("synthcc", "clustercontrast", 0).settings["focal_gamma"] == 2.0
+
+
+def test_mask_method_without_its_mask_source():
+    msg = _error(_broken(lambda c: c.update(masks={"sources": ["groundtruth"], "train_source": "schp"})))
+    assert msg == ("masks.train_source is 'schp' but masks.sources is ['groundtruth'], and experiments.maskcl (method "
+                   "maskcl) trains on the masks of masks.train_source; add schp to masks.sources or set "
+                   "masks.train_source to one of groundtruth")
+    # without a method that consumes masks, masks.train_source is never read
+    rgb_only = _broken(lambda c: c.update(masks={"sources": ["groundtruth"], "train_source": "schp"},
+                                          experiments={"clustercontrast": {"method": "clustercontrast"}}))
+    assert [r.masks for r in _start_up(rgb_only).all_runs()] == ["none"]
 
 
 # ------------------------------------------------------------------------------------ what still passes
@@ -247,7 +292,17 @@ def test_shipped_configs_validate(extra, tmp_path):
      "key train.batch_size (64) must be divisible by experiments.maskcl.train.num_instances (5)"),
     (_experiment({"nosuch": 1}),  # build_plan
      "unknown key(s) ['nosuch'] at experiments.maskcl.train.nosuch"),
-], ids=["override-bounds", "cross-key", "plan"])
+    (_experiment({}, name="x", method="nosuch"),  # a method that is not registered
+     "key experiments.x.method: 'nosuch' is not one of ['maskcl', 'clustercontrast', 'supervised', 'untrained']; "
+     "allowed: one of maskcl, clustercontrast, supervised, untrained"),
+    (_experiment({"refine": False}, name="cc", method="clustercontrast"),  # another method's switch
+     "key experiments.cc.train.refine: method clustercontrast has no component switch refine (a switch of maskcl); "
+     "remove the key or change experiments.cc.method; allowed switches of clustercontrast: none"),
+    (lambda c: c.update(masks={"sources": ["groundtruth"], "train_source": "schp"}),  # a mask method, no source
+     "masks.train_source is 'schp' but masks.sources is ['groundtruth'], and experiments.maskcl (method maskcl) "
+     "trains on the masks of masks.train_source; add schp to masks.sources or set masks.train_source to one of "
+     "groundtruth"),
+], ids=["override-bounds", "cross-key", "plan", "unknown-method", "foreign-switch", "mask-method-no-source"])
 def test_snakemake_dry_run_fails_with_one_line_before_any_job(tmp_path, change, line):
     cfg = _broken(change)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))

@@ -344,7 +344,8 @@ def test_mediapipe_segments_a_real_photo(tmp_path):
     Image.open(photo).convert("RGB").resize((64, 128)).save(root / "001_1_c1_0.jpg")
     Image.open(photo).convert("RGB").save(root / "002_1_c1_0.jpg")
     frame = pd.DataFrame({"path": [str(root / f) for f in ("001_1_c1_0.jpg", "002_1_c1_0.jpg")],
-                          "relpath": ["train/001_1_c1_0.jpg", "train/002_1_c1_0.jpg"], "split": "train"})
+                          "relpath": ["train/001_1_c1_0.jpg", "train/002_1_c1_0.jpg"], "split": "train",
+                          "pid": [1, 2], "camid": [1, 1], "clothes_id": [0, 0]})
     res = parse_dataset(frame, tmp_path / "mp", "mediapipe", source_params={"threshold": 0.5}, progress=False)
     assert res.processed == 2
     for row, size in zip(res.index.itertuples(), [(128, 64), (600, 512)]):

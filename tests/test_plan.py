@@ -105,10 +105,20 @@ def test_records_are_read_only():
 
 def test_config_mistakes_are_one_line_errors():
     with pytest.raises(ConfigError, match=r"^masks.train_source is groundtruth but prcc has no ground-truth parsing "
-                                          r"\(only synthcc does\); use schp or mediapipe$"):
+                                          r"\(only synthcc does\), and experiments.maskcl \(method maskcl\) trains on "
+                                          r"the masks of masks.train_source; use schp or mediapipe$"):
         build_plan(_config(datasets=["synthcc", "prcc"]))
-    with pytest.raises(ConfigError, match=r"^masks.train_source is 'schp' but masks.sources is \['groundtruth'\]"):
+    with pytest.raises(ConfigError, match=r"^masks.train_source is 'schp' but masks.sources is \['groundtruth'\], and "
+                                          r"experiments.maskcl \(method maskcl\) trains on the masks of "
+                                          r"masks.train_source; add schp to masks.sources or set masks.train_source "
+                                          r"to one of groundtruth$"):
         build_plan(_config(masks={"sources": ["groundtruth"], "train_source": "schp"}))
+    # no method of the config consumes masks (the methods' facts): masks.train_source is never read
+    rgb_only = {"clustercontrast": {"method": "clustercontrast"}}
+    plan = build_plan(_config(masks={"sources": ["groundtruth"], "train_source": "schp"}, experiments=rgb_only))
+    assert plan.run("synthcc", "clustercontrast", 0).mask_index is None
+    plan = build_plan(_config(datasets=["synthcc", "prcc"], experiments=rgb_only))
+    assert {r.masks for r in plan.all_runs()} == {"none"}
     with pytest.raises(ConfigError, match=r"^experiments.x on synthcc: config train: unknown key\(s\) \['nosuch'\]"):
         build_plan(_config(experiments={"x": {"method": "maskcl", "train": {"nosuch": 1}}}))
     plan = build_plan(_config())

@@ -18,7 +18,7 @@ from snakemake.utils import update_config
 
 from maskcl.config import train_settings, validate_config
 from maskcl.datasets.synthcc.config import expected_counts, resolve_config
-from maskcl.reporting.runs import COMPONENTS, OFFICIAL_COMPONENTS
+from maskcl.methods import get_method
 from maskcl.training.neighbours import curriculum_k
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,9 +65,11 @@ def test_every_run_keeps_the_official_proportions(extra):
             phases = [{curriculum_k(s["allknn"], ep, e) for ep in range(p * e // 3, (p + 1) * e // 3)}
                       for p in range(3)]
             assert phases == [{0}, {1}, {2}], (extra, name, phases)
-        else:  # ClusterContrast's README recipe, and the supervised bound trained with it
+        else:  # ClusterContrast's README recipe (its facts), and the supervised bound trained with it
+            recipe = get_method(exp["method"]).recipe
             assert (s["batch_size"], s["num_instances"], s["momentum"], s["pooling"]) == (256, 16, 0.1, "gem"), \
                 (extra, name)
+            assert {k: s[k] for k in recipe} == dict(recipe), (extra, name)
 
 
 @pytest.mark.parametrize("extra", CONFIGS)
@@ -90,7 +92,7 @@ def test_the_benchmark_switches_one_component_at_a_time(extra):
         if exp["method"] != "maskcl":
             continue
         s = train_settings(cfg, "synthcc", name)
-        changed[name] = {k: s[k] for k in COMPONENTS if s[k] != OFFICIAL_COMPONENTS[k]}
+        changed[name] = {k: s[k] for k, v in get_method("maskcl").official_switches.items() if s[k] != v}
     assert changed.pop("maskcl") == {}                        # the official recipe
     best = changed.pop("maskcl_best")
     assert len(best) > 1

@@ -366,7 +366,8 @@ def test_schp_source_parses_at_lip_size(tmp_path, lip_ckpt):
     for i, (h, w) in enumerate([(96, 40), (40, 70)]):
         rel = f"train/{i:03d}_1_c1_0.png"
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / rel)
-        rows.append({"path": str(root / rel), "relpath": rel, "split": "train"})
+        rows.append({"path": str(root / rel), "relpath": rel, "split": "train", "pid": i, "camid": 1,
+                     "clothes_id": 0})
     manifest = pd.DataFrame(rows)
     src = SCHPSource(checkpoint=lip_ckpt, variant="lip", batch_size=2, device="cpu")
     res = parse_dataset(manifest, tmp_path / "masks" / "schp", src, progress=False)

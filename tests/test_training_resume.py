@@ -58,6 +58,7 @@ def test_killed_training_resumes_and_matches_uninterrupted_run(tiny):
     ref = _start(work, "uninterrupted")
     _, err = ref.communicate(timeout=600)
     assert ref.returncode == 0, err.decode()[-2000:]
+    assert not (work / "uninterrupted" / "state").exists()  # spent once model.pt is written
 
     victim = _start(work, "killed")
     log_csv = work / "killed" / "state" / "train_log.csv"
@@ -72,6 +73,7 @@ def test_killed_training_resumes_and_matches_uninterrupted_run(tiny):
     victim.wait()
     assert victim.returncode == -signal.SIGKILL
     assert not (work / "killed" / "model.pt").exists()
+    assert (work / "killed" / "state" / "checkpoint.pt").is_file()
 
     again = _start(work, "killed")
     _, err = again.communicate(timeout=600)
@@ -80,6 +82,7 @@ def test_killed_training_resumes_and_matches_uninterrupted_run(tiny):
     m = re.search(r"resuming from epoch (\d+) of 4", text)
     assert m and int(m.group(1)) >= 3, text[-2000:]
     assert "starting maskcl from scratch" not in text
+    assert not (work / "killed" / "state").exists()
 
     a = torch.load(work / "uninterrupted" / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(work / "killed" / "model.pt", weights_only=True)["state_dict"]

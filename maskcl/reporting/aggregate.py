@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..evaluation.protocols import PROTOCOLS
 from ..errors import ReportingError
+from ..methods import report_order as method_order
 from .labels import group_of, protocol_short, run_label, supervision
 from .runs import COMPONENTS, METRIC_KEYS, Run
 
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 #: Column headers of the summary keys of a protocol (``METRIC_KEYS``, in table order).
 METRIC_HEADERS = {"mAP": "mAP", "mINP": "mINP", "rank1": "R1", "rank5": "R5", "rank10": "R10", "rank20": "R20"}
 _COUNTS = ("num_queries", "num_valid_queries", "num_skipped_queries", "num_gallery", "num_trials")
-_METHOD_ORDER = {"maskcl": 0, "clustercontrast": 1, "supervised": 2, "untrained": 3}
 IDENTITY = ["dataset", "protocol", "experiment", "method", "masks"]
 #: Pseudo-label quality the tables report per run: train_log.csv column → table column (last epoch's value).
 LAST_QUALITY: Dict[str, str] = {"ari_id": "last_ari_id", "ari_clothes": "last_ari_clothes"}
@@ -118,13 +118,14 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return frame
     ds = dataset_order(frame["dataset"].tolist())
+    methods = {m: i for i, m in enumerate(method_order())}  # registered methods in report order, others last
     keys = pd.DataFrame({
         "d": frame["dataset"].map(ds.index),
         "p": [protocol_order(d, frame.loc[frame.dataset == d, "protocol"].tolist()).index(p)
               for d, p in zip(frame["dataset"], frame["protocol"])],
         "g": frame["supervision"].map({"unsupervised": 0, "supervised": 1, "none": 2}),
-        "m": frame["method"].map(lambda m: _METHOD_ORDER.get(m, len(_METHOD_ORDER))),
-        "e": frame["experiment"].map(lambda e: (0, e) if e in _METHOD_ORDER else (1, e)).astype(str),
+        "m": frame["method"].map(lambda m: methods.get(m, len(methods))),
+        "e": frame["experiment"].map(lambda e: (0, e) if e in methods else (1, e)).astype(str),  # named after one first
         "k": frame["masks"],
     }, index=frame.index)
     if "seed" in frame:

@@ -3,8 +3,9 @@
 Every number in a table carries its protocol; the short descriptions (``Protocol.short``, declared
 by each dataset class) are what a reader sees next to the protocol name (the full definitions are in
 ``metrics.json`` and docs/protocols.md).
-Supervised runs are always labelled as an upper bound and untrained ones as a reference, so neither
-is ever read as a competitor.
+A method's row label and group are facts of the method (``maskcl.methods``): supervised runs are
+always labelled as an upper bound and untrained ones as a reference, so neither is ever read as a
+competitor.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from __future__ import annotations
 from typing import Dict, Optional, Tuple
 
 from ..datasets import DATASETS, report_order
+from ..methods import METHOD_FACTS
+from ..methods import report_order as method_order
 
-__all__ = ["DATASET_NAMES", "PROTOCOL_SHORT", "METHOD_NAMES", "SUPERVISED_METHODS", "UNTRAINED_METHODS", "GROUPS",
-           "dataset_name", "protocol_short", "method_name", "run_label", "supervision", "group_of",
-           "group_title"]
+__all__ = ["DATASET_NAMES", "PROTOCOL_SHORT", "METHOD_NAMES", "GROUPS", "dataset_name", "protocol_short",
+           "method_name", "run_label", "supervision", "trains", "group_of", "group_title"]
 
 # Display names and protocol summaries are facts about each dataset and live on its class
 # (``display_name``, ``Protocol.short``); these tables are views of the registry, in report order.
@@ -27,18 +29,11 @@ DATASET_NAMES: Dict[str, str] = {name: DATASETS.get(name).display_name for name 
 PROTOCOL_SHORT: Dict[Tuple[str, str], str] = {
     (name, p.name): p.short for name in report_order() for p in DATASETS.get(name).protocols}
 
-#: Method registry name → row label.
-METHOD_NAMES: Dict[str, str] = {
-    "maskcl": "MaskCL (re-impl.)",
-    "clustercontrast": "ClusterContrast (re-impl.)",
-    "supervised": "supervised (upper bound)",
-    "untrained": "untrained network (reference)",
-}
-SUPERVISED_METHODS = frozenset({"supervised"})
-#: Methods that never take a training step: their runs log no epoch and sit in the reference group.
-UNTRAINED_METHODS = frozenset({"untrained"})
+#: Method registry name → row label (``MethodFacts.display_name``), in report order.
+METHOD_NAMES: Dict[str, str] = {name: METHOD_FACTS.get(name).display_name for name in method_order()}
 
-#: Row groups in display order; a table never mixes two groups in one block.
+#: Row groups in display order; a table never mixes two groups in one block. The first three are
+#: ``maskcl.methods.METHOD_GROUPS``, a method's ``group``.
 GROUPS: Tuple[str, ...] = ("unsupervised", "supervised", "reference", "published_unsupervised",
                            "published_supervised")
 _GROUP_TITLES = {
@@ -66,11 +61,21 @@ def method_name(method: str) -> str:
     return METHOD_NAMES.get(method, method)
 
 
+#: A method group's supervision, the word of the tables' ``supervision`` column.
+_SUPERVISION = {"unsupervised": "unsupervised", "supervised": "supervised", "reference": "none"}
+
+
 def supervision(method: str) -> str:
-    """``supervised``, ``none`` (never trained) or ``unsupervised``."""
-    if method in SUPERVISED_METHODS:
-        return "supervised"
-    return "none" if method in UNTRAINED_METHODS else "unsupervised"
+    """``supervised`` (an upper bound), ``none`` (the untrained reference) or ``unsupervised``: the method's
+    group (``MethodFacts.group``); a method no longer registered counts as unsupervised."""
+    group = METHOD_FACTS.get(method).group if method in METHOD_FACTS else "unsupervised"
+    return _SUPERVISION[group]
+
+
+def trains(method: str) -> bool:
+    """Whether runs of ``method`` take training steps (False: the untrained reference, whose log has no
+    epoch); a method no longer registered is taken to train."""
+    return METHOD_FACTS.get(method).trains if method in METHOD_FACTS else True
 
 
 def run_label(experiment: str, method: str, variant: bool = False) -> str:

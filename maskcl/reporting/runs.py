@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import ReportingError
+from ..methods import METHOD_FACTS, switch_columns
 from ..repair import model_repair_hint
 from ..upstream import rerun_hint
 
 __all__ = ["RunKey", "Run", "METRICS_FORMATS", "METRIC_KEYS", "load_runs", "check_metrics", "component_flags",
-           "COMPONENTS", "OFFICIAL_COMPONENTS"]
+           "COMPONENTS", "official_switches"]
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +47,16 @@ COUNT_KEYS: Tuple[str, ...] = ("num_queries", "num_valid_queries", "num_skipped_
 #: Slack of the consistency checks (rank-k against the CMC, CMC monotone): float noise of a mean.
 _TOL = 1e-6
 
-#: Methods whose runs have the component switches below.
-MASKCL_METHODS: Tuple[str, ...] = ("maskcl",)
-#: MaskCL component switches (``TrainSettings`` keys) compared in the component ablation, with labels.
-COMPONENTS: Dict[str, str] = {"crossview_loss": "Cross-view", "neighbour_loss": "Neighbour",
-                              "neighbour_weights": "Nbr weights", "neighbour_reduction": "Nbr reduction",
-                              "refine": "Refinement", "memory_refresh": "Memory refresh", "cluster_on": "Clustered on"}
-#: Each switch's value in the official MaskCL code (run_code.sh): a run that differs in any is a variant.
-OFFICIAL_COMPONENTS: Dict[str, Any] = {"crossview_loss": True, "neighbour_loss": True, "neighbour_weights": "official",
-                                       "neighbour_reduction": "official", "refine": True, "memory_refresh": False,
-                                       "cluster_on": "rgb"}
+#: Every registered method's component switches (``TrainSettings`` keys) compared in the component
+#: ablation, with their column labels: a view of the methods' facts (``maskcl.methods.switch_columns``).
+COMPONENTS: Dict[str, str] = {key: switch.label for key, switch in switch_columns().items()}
+
+
+def official_switches(method: str) -> Dict[str, Any]:
+    """Each component switch of ``method`` with its value in the method's official code (none for a method
+    without switches, or no longer registered): a run that differs in any is a variant."""
+    return METHOD_FACTS.get(method).official_switches if method in METHOD_FACTS else {}
+
 
 #: What ``provenance.config.run`` must hold: the run's identity.
 IDENTITY: Tuple[str, ...] = ("dataset", "experiment", "masks", "seed")
@@ -110,18 +111,19 @@ class Run:
 
     @property
     def variant(self) -> bool:
-        """A MaskCL run with a component switch off its official value: labelled a variant, never MaskCL."""
-        return self.method in MASKCL_METHODS and any(
-            k in self.components and self.components[k] != v for k, v in OFFICIAL_COMPONENTS.items())
+        """A run with a component switch of its method off the official value: labelled a variant, never
+        the method (a method without switches has no variant)."""
+        return any(k in self.components and self.components[k] != v
+                   for k, v in official_switches(self.method).items())
 
 
 def component_flags(settings: Mapping[str, Any]) -> Dict[str, Any]:
-    """The MaskCL component switches of effective train settings (``TrainSettings`` defaults fill gaps),
-    each of its official value's type (bool switches, ``cluster_on`` a feature name)."""
+    """Every component switch (:data:`COMPONENTS`) of effective train settings (``TrainSettings`` defaults
+    fill gaps), each of its official value's type (bool switches, ``cluster_on`` a feature name)."""
     from ..training.settings import TrainSettings
 
     defaults = TrainSettings()
-    return {k: type(OFFICIAL_COMPONENTS[k])(settings.get(k, getattr(defaults, k))) for k in COMPONENTS}
+    return {k: type(switch.official)(settings.get(k, getattr(defaults, k))) for k, switch in switch_columns().items()}
 
 
 def _read_metrics(path: Path) -> Dict[str, Any]:

@@ -31,7 +31,7 @@ from .aggregate import aggregate_seeds, cmc_frame, last_epoch_quality, per_seed_
 from .cmc import plot_cmc
 from .curves import curves_frame, plot_quality, plot_training, quality_frame, read_train_log
 from ..errors import ReportingError
-from .labels import UNTRAINED_METHODS, dataset_name, protocol_short, run_label
+from .labels import dataset_name, protocol_short, run_label, trains
 from .plotting import sidecar_path
 from .overlays import copy_contact_sheet, overlay_frame, plot_overlays, read_mask_index
 from .published import load_published, published_frame
@@ -208,7 +208,7 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
     # 1. read and check every input before anything is written: a bad upstream file stops the stage
     #    with its one line and leaves no table or figure behind
     runs = load_runs(metrics, experiments, ranks=ranks, train_logs=train_logs)
-    train_logs_read = {run.folder: read_train_log(run.train_log_path, allow_empty=run.method in UNTRAINED_METHODS)
+    train_logs_read = {run.folder: read_train_log(run.train_log_path, allow_empty=not trains(run.method))
                        for run in runs if run.train_log_path is not None}
     specs, per_seed, agg = _table_specs(runs, published, published_path, train_logs_read)
     mans = _Manifests(_manifests(manifests or {}))

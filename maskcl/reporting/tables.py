@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 
 from ..io import write_csv_atomic, write_text_atomic
+from ..methods import components_subject, switched_methods
 from .aggregate import METRIC_HEADERS, METRIC_KEYS, dataset_order, protocol_order
 from .labels import GROUPS, dataset_name, group_title, method_name, protocol_short
 from .published import PublishedEntry, published_frame
 from .render import Code, Column, Metric, Rich, RowGroup, Section, Table, tables_to_latex, tables_to_markdown
-from .runs import COMPONENTS, MASKCL_METHODS, OFFICIAL_COMPONENTS
+from .runs import COMPONENTS, official_switches
 
 __all__ = ["TABLE_METRICS", "ABLATION_METRICS", "results_tables", "headline_table", "ablation_mask_tables",
            "ablation_method_tables", "ablation_component_tables", "published_table", "write_table_files",
@@ -260,9 +261,11 @@ def ablation_mask_tables(agg: pd.DataFrame, metrics: Sequence[str] = ABLATION_ME
 
 
 def _changed(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per run row and switch: does the run's value differ from the official recipe's (unknown: no)?"""
-    return pd.DataFrame({k: frame[k].notna() & (frame[k] != OFFICIAL_COMPONENTS[k]) for k in COMPONENTS},
-                        index=frame.index)
+    """Per run row and switch: does the run's value differ from its method's official one (a switch its
+    method does not have, or an unknown value: no)?"""
+    official = [official_switches(m) for m in frame["method"]]
+    return pd.DataFrame({k: [bool(k in o and pd.notna(v) and v != o[k]) for o, v in zip(official, frame[k])]
+                         for k in COMPONENTS}, index=frame.index, dtype=bool)
 
 
 def _default_components(frame: pd.DataFrame) -> pd.Series:
@@ -271,17 +274,18 @@ def _default_components(frame: pd.DataFrame) -> pd.Series:
 
 def _component_cell(method: str, key: str, value: Any) -> str:
     """``on``/``off`` for a switch, the feature name for ``cluster_on``; empty for a method without it."""
-    if method not in MASKCL_METHODS:
+    official = official_switches(method)
+    if key not in official:
         return ""
     if value is None or _nan(value):
-        value = OFFICIAL_COMPONENTS[key]
-    if isinstance(OFFICIAL_COMPONENTS[key], bool):
+        value = official[key]
+    if isinstance(official[key], bool):
         return "on" if bool(value) else "off"
     return str(value)
 
 
 def ablation_method_tables(agg: pd.DataFrame, metrics: Sequence[str] = ABLATION_METRICS) -> List[Table]:
-    """Methods with every MaskCL component at its default (component ablations are left out)."""
+    """Methods with every component switch at its official value (component ablations are left out)."""
     out = []
     for d in dataset_order(agg["dataset"].tolist()):
         sub = agg[agg["dataset"] == d]
@@ -295,26 +299,29 @@ def ablation_method_tables(agg: pd.DataFrame, metrics: Sequence[str] = ABLATION_
 
 
 def ablation_component_tables(agg: pd.DataFrame, metrics: Sequence[str] = ABLATION_METRICS) -> List[Table]:
-    """MaskCL runs by component switch, then every other method's runs as reference rows.
+    """The runs of methods with component switches (MaskCL) by switch, then every other method's runs as
+    reference rows.
 
-    The switches are those of ``COMPONENTS`` (losses, refinement, memory refresh, clustered features);
-    MaskCL rows run from the official recipe down by the number of switches changed. Every row with
-    pseudo-labels also shows their ARI against identities and against outfits at the last epoch.
+    The switches are those of ``COMPONENTS`` (MaskCL's: losses, refinement, memory refresh, clustered
+    features); the switched methods' rows run from the official recipe down by the number of switches
+    changed. Every row with pseudo-labels also shows their ARI against identities and against outfits
+    at the last epoch.
     """
+    switched = list(switched_methods())
     out = []
     for d in dataset_order(agg["dataset"].tolist()):
         sub = agg[agg["dataset"] == d]
-        if not sub["method"].isin(MASKCL_METHODS).any():
+        if not sub["method"].isin(switched).any():
             continue
-        changed = _changed(sub).sum(axis=1).where(sub["method"].isin(MASKCL_METHODS), 0)
-        order = sub["method"].map(lambda m: 0 if m in MASKCL_METHODS else 1)
+        changed = _changed(sub).sum(axis=1).where(sub["method"].isin(switched), 0)
+        order = sub["method"].map(lambda m: 0 if m in switched else 1)
         sub = sub.assign(_m=order, _off=changed).sort_values(["_m", "_off", "experiment", "masks"], kind="stable")
         cols = [Column("label", "Experiment"), Column("masks", "Masks")]
         cols += [Column(k, v, "c") for k, v in COMPONENTS.items()]
         cols += [Column(c, h, "r") for c, h in _LAST_QUALITY_HEADERS.items()]
 
         def cells(r: Any) -> dict:
-            label: Rich = (Code(str(r["experiment"])),) if r["method"] in MASKCL_METHODS else _label_cell(r)
+            label: Rich = (Code(str(r["experiment"])),) if r["method"] in switched else _label_cell(r)
             c: Dict[str, Any] = {"label": label, "masks": Code(str(r["masks"]))}
             c.update({k: _component_cell(r["method"], k, r[k]) for k in COMPONENTS})
             clusters = r["supervision"] == "unsupervised"  # supervised and untrained rows have no pseudo-labels
@@ -322,7 +329,7 @@ def ablation_component_tables(agg: pd.DataFrame, metrics: Sequence[str] = ABLATI
                       for col in _LAST_QUALITY_HEADERS})
             return c
 
-        out.append(_ablation_table(agg, d, sub, "MaskCL components", "ablation-components", cols,
+        out.append(_ablation_table(agg, d, sub, f"{components_subject()} components", "ablation-components", cols,
                                    ["experiment", "masks"], cells, metrics, note=_QUALITY_NOTE))
     return out
 
@@ -394,8 +401,8 @@ def ablation_csv(agg: pd.DataFrame, kind: str) -> pd.DataFrame:
         sub = agg[agg["masks"] != "none"]
     elif kind == "methods":
         sub = agg[_default_components(agg)]
-    elif kind == "components":  # every run of a dataset with MaskCL runs, as in the table
-        sub = agg[agg["dataset"].isin(agg.loc[agg["method"].isin(MASKCL_METHODS), "dataset"])]
+    elif kind == "components":  # every run of a dataset with runs of a switched method (MaskCL), as in the table
+        sub = agg[agg["dataset"].isin(agg.loc[agg["method"].isin(switched_methods()), "dataset"])]
     else:
         raise ValueError(f"unknown ablation kind {kind!r}")
     stats = [f"{k}_{s}" for k in METRIC_KEYS for s in ("mean", "std", "n")]

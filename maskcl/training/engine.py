@@ -3,7 +3,8 @@
 Resumable state lives in ``state_dir`` (never a Snakemake-declared output, which Snakemake deletes
 when a job fails): after every epoch the model, optimiser, scheduler, memories, pseudo-labels and
 the log rows are written atomically to ``state_dir/checkpoint.pt``. A rerun with the same settings,
-seed and data continues after the last finished epoch. Every random source is re-seeded from
+seed and data continues after the last finished epoch; once ``model.pt`` and the log are written the
+state is deleted. Every random source is re-seeded from
 (seed, epoch) at the start of an epoch, so a resumed run produces exactly the metrics of an
 uninterrupted one. Seeding and the device choice are ``maskcl.training.runtime``; ``model.pt`` is
 written by ``maskcl.models.export``, the module that also reads it.
@@ -114,7 +115,7 @@ def train(settings: TrainSettings, data: TrainData, *, seed: int, out_model: str
     seed_everything(seed)
     method = METHODS.build(settings.method, comm.method_settings(settings), data, device)
     method.comm = comm
-    if not method.trains:  # the untrained reference: its initial weights are the model, its log has no epoch
+    if not method.facts.trains:  # the untrained reference: its initial weights are the model, its log has no epoch
         log.info("exporting the untrained %s network (pretrained %s) without training", settings.arch,
                  settings.pretrained)
         if comm.is_main:
@@ -160,6 +161,9 @@ def train(settings: TrainSettings, data: TrainData, *, seed: int, out_model: str
     if comm.is_main:
         _export(method, settings, data, seed, out_model)
         write_text_atomic(out_log, _rows_to_csv(rows))
+        # the outputs are whole: the resume state (weights + Adam moments, ~290 MB for two ResNet-18
+        # branches) is spent, and a --forcerun should train again rather than re-export the last epoch
+        shutil.rmtree(state_dir, ignore_errors=True)
     return TrainResult(settings.epochs - start_epoch, resumed_from, rows, time.time() - t0)
 
 

@@ -17,13 +17,14 @@ from typing import Any, Collection, Dict, Mapping, Optional, Tuple
 
 from ..config import settings_from_dict
 from ..errors import ConfigError
+from ..methods import DEFAULT_METHOD
 
 __all__ = ["TrainSettings", "check_settings", "RUN_EXEMPT", "SettingsDifference", "settings_difference"]
 
 
 @dataclass
 class TrainSettings:
-    method: str = "maskcl"
+    method: str = DEFAULT_METHOD  # the method whose official code gives these defaults (MaskCL)
     # backbone and input
     arch: str = "resnet50"
     pretrained: str = "imagenet"

@@ -45,7 +45,7 @@ def train_stage(manifest_path: str, mask_index_path: Optional[str], mask_mode: s
     """
     s = TrainSettings.from_dict(settings)
     method = METHODS.get(s.method)
-    if method.uses_masks and not mask_index_path:
+    if method.facts.uses_masks and not mask_index_path:
         raise DatasetError(f"method {s.method} needs masks: give the mask index of masks.train_source")
     check_settings(s)
     if s.world_size > 1:
@@ -71,9 +71,9 @@ def run_train_job(manifest_path: str, mask_index_path: Optional[str], mask_mode:
     method = METHODS.get(s.method)
     manifest = _read_manifest(manifest_path, dataset)
     index = None
-    if method.uses_masks and mask_index_path:
+    if method.facts.uses_masks and mask_index_path:
         index = read_mask_index(mask_index_path, ("relpath", mask_mode) if mask_mode in MASK_MODES else ("relpath",))
-    if method.uses_masks and index is None:
+    if method.facts.uses_masks and index is None:
         raise DatasetError(f"method {s.method} needs masks: give the mask index of masks.train_source")
     data = train_data_from_manifest(manifest, index, mask_mode, index_path=mask_index_path)
     if comm is not None and comm.world_size != s.world_size:

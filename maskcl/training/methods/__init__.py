@@ -1,0 +1,24 @@
+"""The training methods, one module each, registered against their facts (``maskcl.methods``).
+
+- ``maskcl``: RGB + mask branches, fusion, three instance memories, clusters and their neighbours
+  (``maskcl.py``);
+- ``clustercontrast``: RGB only, a cluster-centroid memory re-initialised every epoch
+  (``clustercontrast.py``);
+- ``supervised``: the ClusterContrast loop with the true identities, an upper bound (``supervised.py``);
+- ``untrained``: the initial network exported without a step, the reference (``untrained.py``).
+
+Each module's class is registered by ``@register_method(<its facts>)`` beside it; importing it here
+runs the registration (``tests/test_methods.py`` fails when a registered method has no class).
+The engine builds a method as ``METHODS.build(name, settings, data, device)``.
+"""
+
+from __future__ import annotations
+
+from .base import METHODS, MethodBase, backbone_of, register_method
+from .clustercontrast import ClusterContrastMethod
+from .maskcl import MaskCLMethod
+from .supervised import SupervisedMethod
+from .untrained import UntrainedMethod
+
+__all__ = ["METHODS", "MethodBase", "register_method", "backbone_of", "MaskCLMethod", "ClusterContrastMethod",
+           "SupervisedMethod", "UntrainedMethod"]
