@@ -25,7 +25,7 @@ from maskcl.methods import (METHOD_FACTS, METHOD_GROUPS, MethodFacts, Switch, co
                             switched_methods)
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("maskcl", "clustercontrast", "supervised", "untrained")
+METHODS = ("maskcl", "clustercontrast", "spcl", "supervised", "untrained")
 
 
 def _train_schema() -> dict:
@@ -33,7 +33,7 @@ def _train_schema() -> dict:
 
 
 # ------------------------------------------------------------------------------------------ registry
-def test_registry_holds_the_four_methods_in_report_order():
+def test_registry_holds_the_methods_in_report_order():
     assert report_order() == METHODS
     assert list_methods() == sorted(METHODS)
     with pytest.raises(ConfigError, match=r"unknown method 'nosuch'; known methods: clustercontrast, maskcl"):
@@ -64,8 +64,9 @@ def test_every_method_declares_every_fact(name):
         assert facts.group == "reference" and not facts.switches and not facts.recipe
 
 
-def test_the_four_methods_facts():
-    assert [get_method(m).group for m in METHODS] == ["unsupervised", "unsupervised", "supervised", "reference"]
+def test_the_methods_facts():
+    assert [get_method(m).group for m in METHODS] == ["unsupervised", "unsupervised", "unsupervised", "supervised",
+                                                      "reference"]
     assert [m for m in METHODS if get_method(m).uses_masks] == ["maskcl"]
     assert [m for m in METHODS if not get_method(m).trains] == ["untrained"]
     assert switched_methods() == ("maskcl",) and components_subject() == "MaskCL"
@@ -78,6 +79,11 @@ def test_the_four_methods_facts():
     assert dict(get_method("clustercontrast").recipe) == {"batch_size": 256, "num_instances": 16, "momentum": 0.1,
                                                           "pooling": "gem"}
     assert get_method("supervised").recipe == get_method("clustercontrast").recipe
+    # SpCL: MaskCL's model, batch and memory recipe on its own 50 epochs; it reads the memory epsilon and the
+    # tight / loose DBSCAN gap, which MaskCL reads too
+    assert dict(get_method("spcl").recipe) == {"epochs": 50} and not get_method("spcl").switches
+    assert key_owners("softmax_eps") == key_owners("eps_gap") == ("maskcl", "spcl")
+    assert key_owners("focal_gamma") == key_owners("ratio_cluster") == ("maskcl",)
     with pytest.raises(TypeError):
         get_method("clustercontrast").recipe["epochs"] = 3  # type: ignore[index]
 
@@ -217,9 +223,9 @@ def test_reporting_labels_groups_order_and_switches_come_from_the_facts():
     assert all(METHOD_NAMES[m] == get_method(m).display_name for m in METHOD_NAMES)
     assert set(METHOD_GROUPS) <= set(GROUPS)
     assert {m: group_of(m) for m in METHODS} == {m: get_method(m).group for m in METHODS}
-    assert [supervision(m) for m in METHODS] == ["unsupervised", "unsupervised", "supervised", "none"]
+    assert [supervision(m) for m in METHODS] == ["unsupervised", "unsupervised", "unsupervised", "supervised", "none"]
     assert supervision("a_method_no_longer_registered") == "unsupervised" and trains("a_method_no_longer_registered")
-    assert [trains(m) for m in METHODS] == [True, True, True, False]
+    assert [trains(m) for m in METHODS] == [True, True, True, True, False]
     assert COMPONENTS == {k: s.label for k, s in switch_columns().items()}
     assert list(COMPONENTS) == list(get_method("maskcl").switch_keys)
     assert official_switches("clustercontrast") == {} and official_switches("gone") == {}

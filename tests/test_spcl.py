@@ -1,4 +1,4 @@
-"""SpCL's parts (``maskcl.training.spcl``), step by step against the official formulas (yxgeee/SpCL ``01a486e``).
+"""SpCL's parts (``maskcl.training.methods.spcl``), step by step against the official formulas (yxgeee/SpCL ``01a486e``).
 
 Every expected value is derived by hand, in the comments, from the official semantics on a case small
 enough to check on paper: the hybrid memory's class-mean logits, ε and loss (``spcl/models/hm.py``), its
@@ -16,7 +16,7 @@ import torch
 
 from maskcl.clustering import cluster_with_distances, dbscan, jaccard_distance
 from maskcl.training import losses
-from maskcl.training.spcl import (HybridMemory, MultiScaleLabels, SelfPacedCriterion, hybrid_memory_loss,
+from maskcl.training.methods.spcl import (HybridMemory, MultiScaleLabels, SelfPacedCriterion, hybrid_memory_loss,
                                   independence_threshold, multi_scale_dbscan, reliability_scores,
                                   select_reliable)
 

@@ -19,6 +19,7 @@ from ..registry import Registry
 from .clustercontrast import CLUSTERCONTRAST
 from .facts import METHOD_GROUPS, MethodFacts, Switch
 from .maskcl import MASKCL
+from .spcl import SPCL
 from .supervised import SUPERVISED
 from .untrained import UNTRAINED
 
@@ -44,6 +45,7 @@ def register_method_facts(facts: MethodFacts) -> MethodFacts:
 # Registration order is report order (rows of a group, the experiments named after a method first).
 register_method_facts(MASKCL)
 register_method_facts(CLUSTERCONTRAST)
+register_method_facts(SPCL)
 register_method_facts(SUPERVISED)
 register_method_facts(UNTRAINED)
 

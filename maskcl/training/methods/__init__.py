@@ -4,6 +4,8 @@
   (``maskcl.py``);
 - ``clustercontrast``: RGB only, a cluster-centroid memory re-initialised every epoch
   (``clustercontrast.py``);
+- ``spcl``: RGB only, an instance (hybrid) memory, outliers and unreliable cluster members as singleton
+  classes by a self-paced criterion (``spcl.py``);
 - ``supervised``: the ClusterContrast loop with the true identities, an upper bound (``supervised.py``);
 - ``untrained``: the initial network exported without a step, the reference (``untrained.py``).
 
@@ -17,8 +19,9 @@ from __future__ import annotations
 from .base import METHODS, MethodBase, backbone_of, register_method
 from .clustercontrast import ClusterContrastMethod
 from .maskcl import MaskCLMethod
+from .spcl import SpCLMethod
 from .supervised import SupervisedMethod
 from .untrained import UntrainedMethod
 
 __all__ = ["METHODS", "MethodBase", "register_method", "backbone_of", "MaskCLMethod", "ClusterContrastMethod",
-           "SupervisedMethod", "UntrainedMethod"]
+           "SpCLMethod", "SupervisedMethod", "UntrainedMethod"]

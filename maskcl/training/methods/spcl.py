@@ -1,86 +1,141 @@
-"""SpCL's parts in the purely unsupervised (USL) setting: the hybrid memory and the self-paced criterion.
+"""SpCL: self-paced contrastive learning with a hybrid memory, purely unsupervised (USL) setting.
 
-SpCL (Ge et al., NeurIPS 2020; official code ``yxgeee/SpCL`` at HEAD ``01a486e``, read for facts and
-formulas only) trains against an *instance* memory and re-labels the training set every epoch with a
-three-scale DBSCAN whose extra two scales decide which clusters, and which members, are reliable:
+Ge et al., "Self-paced Contrastive Learning with Hybrid Memory for Domain Adaptive Object Re-ID",
+NeurIPS 2020 (arXiv 2006.02713); official code yxgeee/SpCL at ``01a486e`` (``examples/spcl_train_usl.py``,
+below "usl"; ``spcl/models/hm.py``, "hm"; ``spcl/trainers.py`` ``SpCLTrainer_USL``). Its facts (display
+name, recipe, own keys): ``maskcl/methods/spcl.py``; where this module differs from the official code:
+docs/methods.md.
 
-- **Hybrid memory** (``spcl/models/hm.py``): one L2-normalised entry per training image, initialised once
-  from eval-mode features (``examples/spcl_train_usl.py`` lines 133-137) and never re-extracted; after each
-  step the batch's entries move by momentum, entry ← normalise(m·entry + (1−m)·f), sample by sample
-  (``hm.py`` 28-30, m = 0.2). A class scores the *mean of its members' logits* ⟨f, M_j⟩/τ (sum, then divide
-  by the member count: ``hm.py`` 66-71, τ = 0.05), the softmax runs over the non-empty classes with ε = 1e-6
-  in its denominator and in the log (``hm.py`` 57-61, 74), and the loss is the batch mean of −log(p_y + ε).
-  DBSCAN's outliers, and every sample the criterion rejects, are classes of their own (singletons).
-- **Self-paced criterion** (``examples/spcl_train_usl.py`` 158-226): DBSCAN at eps, eps − gap (tight) and
-  eps + gap (loose) on the Jaccard distance of the *memory* (line 154). Per sample, with C its cluster,
-  T its tight and L its loose cluster (outliers as singletons in all three), the official variables are
-  r_comp = 1 − |C∩T|/|C∪T| and r_indep = 1 − |C∩L|/|C∪L| (lines 193-199; lower = more reliable; the
-  IoUs themselves are 1 − r). A cluster's scores are the *minimum* over its members (210-211). The independence
-  threshold is fixed once, at epoch 0, at sorted(r_indep of clusters with > 1 member)[min(n−1,
-  round(0.9·n))] (212-214). A sample keeps its label iff its cluster's r_indep ≤ that threshold and its own
-  r_comp ≤ its cluster's minimum, i.e. it belongs to the best-overlapping tight sub-cluster (219-221);
-  every other sample becomes a new singleton, numbered after all existing labels in sample order
-  (223-226), which leaves gaps where a cluster emptied.
+One instance memory, one loss, and a pseudo-labelling that keeps only reliable clusters:
 
-Where this module differs from the official code, on purpose (each in ``/work/notes/methods/spcl.md``):
-the labels handed on are re-indexed to one contiguous range (the official softmax masks the empty
-classes, so the loss is unchanged; ``official_labels`` keeps the official numbering); the IoUs come from
-label counts instead of three N×N matrices (the same float32 values); and with no multi-member cluster the
-threshold stays unset until an epoch has one, where the official code raises an ``IndexError`` (line 214).
+1. ``start`` (once, fresh runs only): the **hybrid memory**, one entry per training image, filled with the
+   eval-mode features of the training images, L2-normalised (usl 133-137), and never re-extracted.
+2. ``prepare_epoch``: the **self-paced criterion** clusters the memory entries themselves (usl 154), not
+   re-extracted features: one k-reciprocal Jaccard distance (``k1``, ``k2``, ``knn_backend``) and three
+   DBSCANs (``min_samples``) at ``eps``, ``eps - eps_gap`` (tight) and ``eps + eps_gap`` (loose); outliers
+   become singleton classes. Per sample, r_comp = 1 - IoU(its cluster, its tight cluster) and
+   r_indep = 1 - IoU(its cluster, its loose cluster) (usl 193-199); a cluster's scores are its members'
+   minima. The independence threshold is fixed once, by the first epoch (the official epoch 0) at the
+   0.9-quantile position of the clusters' r_indep, and checkpointed; a sample keeps its label iff its
+   cluster's r_indep passes it and its own r_comp equals its cluster's best, every other sample becomes a
+   singleton (usl 212-226). The labels (one contiguous range) go to the memory and to the PK sampler.
+3. ``step``: the batch's L2-normalised training features f against the memory: class score
+   s_k = mean over k's entries of <f, M_j> / ``temp``, softmax over the classes with ``softmax_eps`` in
+   its denominator and inside the log, loss = batch mean of -log(p_y + eps) (hm 51-74). No gradient
+   reaches the memory.
+4. ``after_step``: every row of the global batch, in batch order, moves its entry:
+   M_i <- normalise(``momentum`` * M_i + (1 - ``momentum``) * f) (hm 28-30).
+
+Under DDP each rank's loss is the mean over its slice of the batch (DDP's gradient averaging gives the
+global-batch mean), ``after_step`` gathers the global batch in order so every rank's memory takes the
+same updates, and the criterion runs on rank 0 while every rank records the threshold.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
 
-from ..clustering import apply_outlier_policy, cluster_with_distances, dbscan
-from ..models.memory import InstanceMemory
-from .losses import memory_log_probs
+from ...clustering import apply_outlier_policy, cluster_with_distances, dbscan
+from ...errors import ConfigError, MaskCLError
+from ...methods.spcl import SPCL
+from ...models.backbone import ReIDBackbone
+from ...models.bn_groups import convert_bn_groups
+from ...models.images import ImageSet
+from ...models.memory import InstanceMemory
+from ..clustering_step import label_stats
+from ..data import TrainData
+from ..losses import memory_log_probs
+from ..settings import TrainSettings
+from ..transforms import train_transform
+from .base import MethodBase, backbone_of, register_method
 
-__all__ = ["OFFICIAL_COMMIT", "OFFICIAL_USL", "INDEP_QUANTILE", "hybrid_memory_loss", "HybridMemory",
-           "MultiScaleLabels", "multi_scale_dbscan", "ReliabilityScores", "reliability_scores",
-           "independence_threshold", "SelfPacedLabels", "select_reliable", "self_paced_labels",
-           "SelfPacedCriterion"]
+__all__ = ["SpCLMethod", "HybridMemory", "hybrid_memory_loss", "MultiScaleLabels", "multi_scale_dbscan",
+           "ReliabilityScores", "reliability_scores", "independence_threshold", "SelfPacedLabels",
+           "select_reliable", "self_paced_labels", "SelfPacedCriterion", "INDEP_QUANTILE"]
 
-#: The commit of ``yxgeee/SpCL`` every file:line reference here points into.
-OFFICIAL_COMMIT = "01a486e"
-
-#: The USL script's defaults (``examples/spcl_train_usl.py``; argparse lines 272-311 unless noted), under
-#: our ``train.*`` key names, for whoever writes the method's config.
-OFFICIAL_USL: Dict[str, Any] = {
-    "arch": "resnet50",          # 293; features 0 → the 2048-d BN-neck output (295, resnet.py 55-58)
-    "pretrained": "imagenet",    # resnet.py 32 (torchvision weights)
-    "last_stride": 1,            # resnet.py 33-34
-    "pooling": "avg",            # resnet.py 38 (AdaptiveAvgPool2d)
-    "height": 256, "width": 128,  # 276-277 (README: 224×224 for vehicles)
-    "pad": 10, "erasing": 0.5,   # 46-54
-    "batch_size": 64,            # 274
-    "num_instances": 4,          # 278
-    "sampler_replacement": "official",  # sampler.py 84-87, 95-98: without replacement only from K candidates
-    "epochs": 50,                # 303
-    "iters": 400,                # 304 (README: 800 for MSMT17, VeRi)
-    "lr": 3.5e-4,                # 300 (Adam, 145)
-    "weight_decay": 5e-4,        # 302
-    "step_size": 20,             # 305 (StepLR, 146)
-    "gamma": 0.1,                # 146
-    "temp": 0.05,                # 310
-    "momentum": 0.2,             # 297
-    "softmax_eps": 1e-6,         # hm.py 57-60, 74
-    "eps": 0.6,                  # 284
-    "eps_gap": 0.02,             # 286
-    "min_samples": 4,            # 164-166 (hard-coded)
-    "k1": 30, "k2": 6,           # 288-291
-    "bn_groups": 4,              # DataParallel on 4 GPUs (README "Training"): BatchNorm over 16 images
-}
-
-#: The independence threshold's position in the epoch-0 distribution (``spcl_train_usl.py`` line 214).
+#: The independence threshold's position in the first epoch's distribution (usl 214, hard-coded there).
 INDEP_QUANTILE = 0.9
+
+
+@register_method(SPCL)
+class SpCLMethod(MethodBase):
+    """One backbone, the hybrid memory and the self-paced criterion (see the module docstring)."""
+
+    def __init__(self, settings: TrainSettings, data: TrainData, device: torch.device, **kw: Any) -> None:
+        super().__init__(settings, data, device, **kw)
+        s = settings
+        if not (0.0 < s.eps - s.eps_gap and s.eps + s.eps_gap < 1.0):
+            raise ConfigError(f"train.eps_gap ({s.eps_gap}) is too wide for train.eps ({s.eps}): SpCL's tight and loose "
+                              f"DBSCANs run at eps - eps_gap and eps + eps_gap, which must lie in (0, 1)")
+        net = backbone_of(s)
+        convert_bn_groups(net, s.bn_groups)
+        self.module = nn.ModuleDict({"net": net, "memory": HybridMemory(len(data), net.dim, s.temp, s.momentum,
+                                                                         eps=s.softmax_eps)})
+        self._to_device(self.module)
+        self.criterion = SelfPacedCriterion(eps=s.eps, eps_gap=s.eps_gap, min_samples=s.min_samples, k1=s.k1,
+                                            k2=s.k2, knn_backend=s.knn_backend)
+        self._last: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+
+    @property
+    def memory(self) -> "HybridMemory":
+        return self.module["memory"]  # type: ignore[return-value]
+
+    def rgb_backbone(self) -> ReIDBackbone:
+        return self.module["net"]  # type: ignore[return-value]
+
+    def dataset(self) -> Dataset:
+        s = self.s
+        return ImageSet(self.data.paths, train_transform(self.size, pad=s.pad, erasing=s.erasing))
+
+    @torch.no_grad()
+    def start(self) -> None:
+        """Fill the memory once from eval-mode features (usl 133-137); it is never re-extracted."""
+        self.memory.init_features(self._extract_rgb(self.rgb_backbone()))
+
+    def prepare_epoch(self, epoch: int) -> Dict[str, Any]:
+        feats = self.memory.features.detach().cpu().float().numpy()  # usl 154: the memory entries
+        result = self.comm.on_main(self.criterion.compute, feats)  # rank 0 clusters, every rank gets it
+        self.criterion.adopt(result, epoch)  # every rank records the threshold the first time there is one
+        self.labels = result.labels
+        self.memory.set_labels(torch.as_tensor(self.labels, dtype=torch.long))
+        stats = result.stats()
+        stats["indep_fixed_at_epoch"] = (-1 if self.criterion.fixed_at_epoch is None
+                                         else self.criterion.fixed_at_epoch + 1)  # 1-based, as the log's epochs
+        stats.update(label_stats(self.labels, self.data.pids, self.data.clothes))
+        return stats
+
+    def step(self, batch: Tuple[torch.Tensor, ...]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        x, idx = batch
+        idx = idx.to(self.device)
+        f, _ = self.comm.forward(self.rgb_backbone(), self._input(x))
+        f = f.float()
+        loss = self.memory.loss(f, idx)  # mean over this process's rows
+        self._last = (idx, f.detach())
+        return loss, {"contrast": loss}
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        idx, f = self.comm.gather(*self._last)  # the whole (global) batch in batch order
+        self.memory.update(idx, f)
+        self._last = None
+
+    def extra_state(self) -> Dict[str, Any]:
+        return {**super().extra_state(), "spcl_criterion": self.criterion.state_dict()}
+
+    def load_extra_state(self, state: Dict[str, Any]) -> None:
+        if "spcl_criterion" not in state:
+            raise MaskCLError("the SpCL training state has no independence threshold (spcl_criterion); it cannot "
+                              "be resumed without changing the run: delete the state folder to train afresh")
+        super().load_extra_state(state)
+        self.criterion.load_state_dict(state["spcl_criterion"])
 
 
 # ------------------------------------------------------------------------------------------- memory
@@ -111,7 +166,7 @@ class HybridMemory(InstanceMemory):
     """SpCL's hybrid memory, USL setting: an :class:`InstanceMemory` scored with :func:`hybrid_memory_loss`.
 
     Inherited and identical to the official semantics: ``init_features`` (the one-time initialisation,
-    L2-normalised: ``spcl_train_usl.py`` 137) and ``update`` (entry ← normalise(m·entry + (1−m)·f), one sample
+    L2-normalised: usl 137) and ``update`` (entry ← normalise(m·entry + (1−m)·f), one sample
     at a time in batch order, so a repeated index is updated twice: ``hm.py`` 28-30). ``set_labels`` wants the
     contiguous labels of :class:`SelfPacedLabels` (``labels``); the official gaps change no loss value.
     """
@@ -141,7 +196,7 @@ class MultiScaleLabels:
 
 def multi_scale_dbscan(features: Any, *, eps: float = 0.6, eps_gap: float = 0.02, min_samples: int = 4,
                        k1: int = 30, k2: int = 6, knn_backend: str = "auto") -> MultiScaleLabels:
-    """The three DBSCANs of ``spcl_train_usl.py`` 155-171 on one k-reciprocal Jaccard distance.
+    """The three DBSCANs of usl 155-171 on one k-reciprocal Jaccard distance.
 
     ``features``: N×D memory entries (L2-normalised; line 154 clusters ``memory.features``). One sparse
     Jaccard computation serves all three: it stores every pair up to eps + gap (``max_distance``), so the
@@ -221,7 +276,7 @@ def reliability_scores(main: np.ndarray, tight: np.ndarray, loose: np.ndarray) -
 
 def independence_threshold(cluster_r_indep: np.ndarray, cluster_sizes: np.ndarray,
                            quantile: float = INDEP_QUANTILE) -> Optional[float]:
-    """The official threshold on a cluster's r_indep (``spcl_train_usl.py`` 212-214), fixed at epoch 0.
+    """The official threshold on a cluster's r_indep (usl 212-214), fixed at epoch 0.
 
     Over the labels with more than one member (``ReliabilityScores.cluster_r_indep`` and
     ``cluster_sizes``), sorted ascending: the value at position min(n − 1, round(0.9·n)) (numpy's round,
@@ -267,7 +322,7 @@ class SelfPacedLabels:
 
 
 def select_reliable(scores: ReliabilityScores, indep_threshold: Optional[float]) -> SelfPacedLabels:
-    """Keep or eject every sample (``spcl_train_usl.py`` 216-226).
+    """Keep or eject every sample (usl 216-226).
 
     A sample keeps its label iff cluster_r_indep[label] ≤ threshold and r_comp ≤ cluster_r_comp[label]
     (line 221; the second is an equality test with the cluster's best member). The others get
