@@ -303,3 +303,101 @@ def test_criterion_labels_feed_the_memory_with_the_official_loss():
     f = torch.from_numpy(x[idx.numpy()])
     official = hybrid_memory_loss(f, mem.features, torch.from_numpy(r.official_labels), idx)
     assert torch.allclose(mem.loss(f, idx), official, atol=1e-6)
+
+
+# ------------------------------------------------------------------ the method through the engine
+TINY = dict(method="spcl", arch="resnet18", pretrained="none", height=64, width=32, pad=2, epochs=2, iters=2,
+            batch_size=16, num_instances=4, k1=10, k2=3, min_samples=2, eps=0.7, workers=0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from conftest import build_tiny_synthcc
+
+    return build_tiny_synthcc(tmp_path_factory.mktemp("spcl"))
+
+
+def _data(work):
+    import pandas as pd
+
+    from maskcl.training.data import train_data_from_manifest
+
+    return train_data_from_manifest(pd.read_csv(work / "manifest.csv"), pd.read_csv(work / "masks.csv"))
+
+
+def _train(work, name, **kw):
+    from maskcl.training.engine import train
+    from maskcl.training.settings import TrainSettings
+
+    out = work / name
+    out.mkdir(exist_ok=True)
+    return train(TrainSettings.from_dict(TINY), _data(work), seed=0, out_model=str(out / "model.pt"),
+                 out_log=str(out / "train_log.csv"), state_dir=str(out / "state"), threads=1, progress=False, **kw)
+
+
+def test_spcl_trains_through_the_engine_and_exports_an_evaluable_backbone(tiny):
+    import pandas as pd
+
+    from maskcl.evaluation import evaluate_checkpoint
+    from maskcl.models.export import load_model
+    from maskcl.training.methods import METHODS
+    from maskcl.training.runtime import seed_everything
+    from maskcl.training.settings import TrainSettings
+
+    res = _train(tiny, "plain")
+    assert res.epochs_run == 2 and res.resumed_from is None
+    log = pd.read_csv(tiny / "plain" / "train_log.csv")
+    assert log["epoch"].tolist() == [1, 2] and (log["contrast"] == log["loss"]).all()
+    assert (log["contrast"] > 0).all() and log["clusters"].iloc[0] > 0
+    # the random network clusters at epoch 1 already: the threshold is fixed there and kept at epoch 2
+    assert log["indep_fixed_at_epoch"].tolist() == [1, 1]
+    assert log["indep_iou_threshold"].nunique() == 1 and 0 < log["indep_iou_threshold"].iloc[0] <= 1
+    # every sample has a class (outliers and ejected members are singletons)
+    assert (log["classes"] >= log["reliable_clusters"] + log["singletons"]).all()
+
+    net, _, meta = load_model(tiny / "plain" / "model.pt")
+    assert meta["method"] == "spcl" and meta["epochs"] == 2 and meta["train_images"] == 144
+    seed_everything(0)
+    init = METHODS.build("spcl", TrainSettings.from_dict(TINY), _data(tiny), torch.device("cpu")).rgb_backbone()
+    trained, start = net.state_dict(), init.state_dict()
+    assert trained.keys() == start.keys()
+    assert any(not torch.equal(trained[k], start[k]) for k in trained if trained[k].is_floating_point())
+    metrics = evaluate_checkpoint("synthcc", tiny / "manifest.csv", tiny / "plain" / "model.pt",
+                                  tiny / "plain" / "metrics.json", tiny / "plain" / "ranks.npz",
+                                  settings={"batch_size": 64, "workers": 0}, device="cpu", threads=1)
+    assert metrics and all(0.0 <= r["mAP"] <= 1.0 for r in metrics.values())
+
+
+@pytest.mark.slow
+def test_spcl_resumed_after_epoch_1_equals_the_uninterrupted_run(tiny, monkeypatch):
+    """Stopped after its first epoch and continued, a run gives the uninterrupted weights and log: the memory, the
+    labels and the independence threshold fixed at the first epoch all travel in the training state."""
+    import pandas as pd
+
+    from maskcl.training.methods import MethodBase
+    from maskcl.training.methods.spcl import SpCLMethod
+
+    _train(tiny, "whole")
+    _train(tiny, "halves", stop_after_epoch=0)
+    assert not (tiny / "halves" / "model.pt").exists()
+    state = torch.load(tiny / "halves" / "state" / "checkpoint.pt", weights_only=False)
+    assert state["extra"]["spcl_criterion"]["fixed_at_epoch"] == 0
+    assert state["extra"]["spcl_criterion"]["indep_threshold"] is not None
+    res = _train(tiny, "halves")
+    assert res.resumed_from == 1
+    a = torch.load(tiny / "whole" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tiny / "halves" / "model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    timing = ["cluster_s", "epoch_s"]
+    whole = pd.read_csv(tiny / "whole" / "train_log.csv").drop(columns=timing)
+    pd.testing.assert_frame_equal(whole, pd.read_csv(tiny / "halves" / "train_log.csv").drop(columns=timing))
+
+    # the same resume with the threshold forgotten: the second epoch fixes its own, and the log shows it
+    def forget(self, st):
+        MethodBase.load_extra_state(self, st)  # the labels only
+    monkeypatch.setattr(SpCLMethod, "load_extra_state", forget)
+    _train(tiny, "forgetful", stop_after_epoch=0)
+    _train(tiny, "forgetful")
+    forgetful = pd.read_csv(tiny / "forgetful" / "train_log.csv").drop(columns=timing)
+    assert forgetful["indep_fixed_at_epoch"].tolist() == [1, 2]
+    assert forgetful.loc[1, "indep_iou_threshold"] != whole.loc[1, "indep_iou_threshold"]
