@@ -1,4 +1,4 @@
-"""SpCL's parts (``maskcl.training.methods.spcl``), step by step against the official formulas (yxgeee/SpCL ``01a486e``).
+"""SpCL (``maskcl.training.methods.spcl``), step by step against the official formulas (yxgeee/SpCL ``01a486e``).
 
 Every expected value is derived by hand, in the comments, from the official semantics on a case small
 enough to check on paper: the hybrid memory's class-mean logits, ε and loss (``spcl/models/hm.py``), its
@@ -366,6 +366,18 @@ def test_spcl_trains_through_the_engine_and_exports_an_evaluable_backbone(tiny):
                                   tiny / "plain" / "metrics.json", tiny / "plain" / "ranks.npz",
                                   settings={"batch_size": 64, "workers": 0}, device="cpu", threads=1)
     assert metrics and all(0.0 <= r["mAP"] <= 1.0 for r in metrics.values())
+
+
+@pytest.mark.parametrize("eps, gap", [(0.6, 0.6), (0.7, 0.3)])
+def test_spcl_refuses_a_gap_that_pushes_a_scale_out_of_0_1(tiny, eps, gap):
+    from maskcl.errors import ConfigError
+    from maskcl.training.methods import METHODS
+    from maskcl.training.settings import TrainSettings
+
+    s = TrainSettings.from_dict(dict(TINY, eps=eps, eps_gap=gap))
+    with pytest.raises(ConfigError, match=r"SpCL's tight and loose DBSCANs run at eps - eps_gap and eps \+ eps_gap"):
+        METHODS.build("spcl", s, _data(tiny), torch.device("cpu"))
+    METHODS.build("spcl", TrainSettings.from_dict(dict(TINY, eps=eps, eps_gap=0.02)), _data(tiny), torch.device("cpu"))
 
 
 @pytest.mark.slow

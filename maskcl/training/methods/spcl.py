@@ -73,8 +73,8 @@ class SpCLMethod(MethodBase):
         super().__init__(settings, data, device, **kw)
         s = settings
         if not (0.0 < s.eps - s.eps_gap and s.eps + s.eps_gap < 1.0):
-            raise ConfigError(f"train.eps_gap ({s.eps_gap}) is too wide for train.eps ({s.eps}): SpCL's tight and loose "
-                              f"DBSCANs run at eps - eps_gap and eps + eps_gap, which must lie in (0, 1)")
+            raise ConfigError(f"train.eps_gap ({s.eps_gap}) is too wide for train.eps ({s.eps}): SpCL's tight and "
+                              f"loose DBSCANs run at eps - eps_gap and eps + eps_gap, which must lie in (0, 1)")
         net = backbone_of(s)
         convert_bn_groups(net, s.bn_groups)
         self.module = nn.ModuleDict({"net": net, "memory": HybridMemory(len(data), net.dim, s.temp, s.momentum,
