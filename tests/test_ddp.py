@@ -122,6 +122,18 @@ def test_clustercontrast_ddp_matches_one_process_with_bn_groups(tiny):
     _assert_equivalent(tiny, "cc_ref", "cc_ddp", s)
 
 
+def test_spcl_ddp_matches_one_process_with_bn_groups(tiny):
+    # the hybrid memory takes the gathered global batch in order and rank 0's labels; the loss is each rank's
+    # batch mean, so DDP's averaged gradient is the global batch's
+    s = dict(BASE, method="spcl")
+    _train(tiny, "sp_ref", dict(s, bn_groups=2), threads=1)
+    _train(tiny, "sp_ddp", dict(s, world_size=2), threads=2)
+    _assert_equivalent(tiny, "sp_ref", "sp_ddp", s)
+    log = pd.read_csv(tiny / "sp_ddp" / "train_log.csv")
+    ref = pd.read_csv(tiny / "sp_ref" / "train_log.csv")
+    # the threshold of rank 0's labels, adopted by every rank, fixed at the first epoch
+    pd.testing.assert_series_equal(log["indep_iou_threshold"], ref["indep_iou_threshold"])
+    assert log["indep_fixed_at_epoch"].tolist() == [1, 1]
 def test_ise_ddp_matches_one_process_with_bn_groups(tiny):
     # ISE's LP loss compares each rank's samples with the supports of the whole batch (gathered with their
     # gradient); weight 1 so that a wrong gather (per-rank supports, or no gradient from the other rank) shows

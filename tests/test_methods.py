@@ -25,7 +25,7 @@ from maskcl.methods import (METHOD_FACTS, METHOD_GROUPS, MethodFacts, Switch, co
                             switched_methods)
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("maskcl", "clustercontrast", "ise", "supervised", "untrained")
+METHODS = ("maskcl", "clustercontrast", "spcl", "ise", "supervised", "untrained")
 
 
 def _train_schema() -> dict:
@@ -65,7 +65,8 @@ def test_every_method_declares_every_fact(name):
 
 
 def test_the_methods_facts():
-    assert [get_method(m).group for m in METHODS] == ["unsupervised", "unsupervised", "unsupervised", "supervised", "reference"]
+    assert [get_method(m).group for m in METHODS] == ["unsupervised", "unsupervised", "unsupervised", "unsupervised",
+                                                      "supervised", "reference"]
     assert [m for m in METHODS if get_method(m).uses_masks] == ["maskcl"]
     assert [m for m in METHODS if not get_method(m).trains] == ["untrained"]
     assert switched_methods() == ("maskcl", "ise") and components_subject() == "MaskCL / ISE"
@@ -78,6 +79,11 @@ def test_the_methods_facts():
     assert dict(get_method("clustercontrast").recipe) == {"batch_size": 256, "num_instances": 16, "momentum": 0.1,
                                                           "pooling": "gem"}
     assert get_method("supervised").recipe == get_method("clustercontrast").recipe
+    # SpCL: MaskCL's model, batch and memory recipe on its own 50 epochs; it reads the memory epsilon and the
+    # tight / loose DBSCAN gap, which MaskCL reads too
+    assert dict(get_method("spcl").recipe) == {"epochs": 50} and not get_method("spcl").switches
+    assert key_owners("softmax_eps") == key_owners("eps_gap") == ("maskcl", "spcl")
+    assert key_owners("focal_gamma") == key_owners("ratio_cluster") == ("maskcl",)
     assert get_method("ise").official_switches == {"ise_use_support": True, "ise_supports_update": True,
                                                    "ise_lp_negatives": "official"}
     assert dict(get_method("ise").recipe) == {"batch_size": 256, "num_instances": 16, "eps": 0.4, "epochs": 70,
@@ -222,9 +228,9 @@ def test_reporting_labels_groups_order_and_switches_come_from_the_facts():
     assert all(METHOD_NAMES[m] == get_method(m).display_name for m in METHOD_NAMES)
     assert set(METHOD_GROUPS) <= set(GROUPS)
     assert {m: group_of(m) for m in METHODS} == {m: get_method(m).group for m in METHODS}
-    assert [supervision(m) for m in METHODS] == ["unsupervised", "unsupervised", "unsupervised", "supervised", "none"]
+    assert [supervision(m) for m in METHODS] == ["unsupervised"] * 4 + ["supervised", "none"]
     assert supervision("a_method_no_longer_registered") == "unsupervised" and trains("a_method_no_longer_registered")
-    assert [trains(m) for m in METHODS] == [True, True, True, True, False]
+    assert [trains(m) for m in METHODS] == [True] * 5 + [False]
     assert COMPONENTS == {k: s.label for k, s in switch_columns().items()}
     assert list(COMPONENTS) == list(get_method("maskcl").switch_keys) + list(get_method("ise").switch_keys)
     assert official_switches("clustercontrast") == {} and official_switches("gone") == {}

@@ -20,6 +20,7 @@ from .clustercontrast import CLUSTERCONTRAST
 from .facts import METHOD_GROUPS, MethodFacts, Switch
 from .ise import ISE
 from .maskcl import MASKCL
+from .spcl import SPCL
 from .supervised import SUPERVISED
 from .untrained import UNTRAINED
 
@@ -45,6 +46,7 @@ def register_method_facts(facts: MethodFacts) -> MethodFacts:
 # Registration order is report order (rows of a group, the experiments named after a method first).
 register_method_facts(MASKCL)
 register_method_facts(CLUSTERCONTRAST)
+register_method_facts(SPCL)
 register_method_facts(ISE)
 register_method_facts(SUPERVISED)
 register_method_facts(UNTRAINED)

@@ -4,6 +4,8 @@
   (``maskcl.py``);
 - ``clustercontrast``: RGB only, a cluster-centroid memory re-initialised every epoch
   (``clustercontrast.py``);
+- ``spcl``: RGB only, an instance (hybrid) memory, outliers and unreliable cluster members as singleton
+  classes by a self-paced criterion (``spcl.py``);
 - ``ise``: ClusterContrast plus support features towards the nearest other centroids and the
   label-preserving loss (``ise.py``);
 - ``supervised``: the ClusterContrast loop with the true identities, an upper bound (``supervised.py``);
@@ -20,8 +22,9 @@ from .base import METHODS, MethodBase, backbone_of, register_method
 from .clustercontrast import ClusterContrastMethod
 from .ise import ISEMethod
 from .maskcl import MaskCLMethod
+from .spcl import SpCLMethod
 from .supervised import SupervisedMethod
 from .untrained import UntrainedMethod
 
 __all__ = ["METHODS", "MethodBase", "register_method", "backbone_of", "MaskCLMethod", "ClusterContrastMethod",
-           "ISEMethod", "SupervisedMethod", "UntrainedMethod"]
+           "SpCLMethod", "ISEMethod", "SupervisedMethod", "UntrainedMethod"]
