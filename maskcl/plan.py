@@ -357,6 +357,7 @@ class FigureEntry:
 TABLES: Tuple[TableEntry, ...] = (
     TableEntry("results", "All protocols"),
     TableEntry("headline", "Headline protocol"),
+    TableEntry("comparison", "Comparison of methods"),
     TableEntry("ablation_masks", "Ablation: mask source and mode"),
     TableEntry("ablation_methods", "Ablation: methods"),
     TableEntry("ablation_components", f"Ablation: {components_subject()} components"),

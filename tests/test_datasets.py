@@ -121,8 +121,8 @@ def test_schema_dataset_names_match_registry():
 
 
 #: Facts every dataset class states itself (declared without a value on ``ReIDDataset``).
-FACTS = {"display_name": str, "protocols": tuple, "headline_protocol": str, "ground_truth_parsing": bool,
-         "generated": bool}
+FACTS = {"display_name": str, "protocols": tuple, "headline_protocol": str, "comparison_protocols": tuple,
+         "ground_truth_parsing": bool, "generated": bool}
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS.names()))
@@ -139,6 +139,9 @@ def test_every_dataset_declares_every_fact(name):
     names = [p.name for p in cls.protocols]
     assert names and len(names) == len(set(names))
     assert cls.headline_protocol in names
+    assert cls.comparison_protocols[0] == cls.headline_protocol  # the headline first, then its companion
+    assert set(cls.comparison_protocols) <= set(names) and len(set(cls.comparison_protocols)) == len(
+        cls.comparison_protocols)
     for p in cls.protocols:
         assert isinstance(p, Protocol) and p.description and p.short
         assert {p.query_split, p.gallery_split} <= set(cls.splits)

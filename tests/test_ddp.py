@@ -37,7 +37,7 @@ pytestmark = pytest.mark.slow
 BASE = dict(arch="resnet18", pretrained="none", height=64, width=32, pad=2, epochs=2, iters=2, batch_size=16,
             num_instances=4, allknn=4, k1=10, k2=3, min_samples=2, eps=0.7, workers=0, device="cpu")
 COUNTS = ["clusters", "outliers", "ejected", "classes", "singletons"]
-LOSSES = re.compile(r"^(loss|proto_\w+|nbr_\w+|crossview|contrast)$")
+LOSSES = re.compile(r"^(loss|proto_\w+|nbr_\w+|crossview|contrast|lp)$")
 
 
 
@@ -133,6 +133,30 @@ def test_cacl_ddp_matches_one_process_with_bn_groups(tiny):
     # focal term and 7e-4 absolute on the cross-view term (about -0.01), with the weights' updates as close as the
     # other methods' (rel 0.07, 1.5 % off); a wrong layout (no BN groups) fails the first epoch's 1e-4 already
     _assert_equivalent(tiny, "cacl_ref", "cacl_ddp", s, later=(6e-3, 1.5e-3))
+
+
+def test_spcl_ddp_matches_one_process_with_bn_groups(tiny):
+    # the hybrid memory takes the gathered global batch in order and rank 0's labels; the loss is each rank's
+    # batch mean, so DDP's averaged gradient is the global batch's
+    s = dict(BASE, method="spcl")
+    _train(tiny, "sp_ref", dict(s, bn_groups=2), threads=1)
+    _train(tiny, "sp_ddp", dict(s, world_size=2), threads=2)
+    _assert_equivalent(tiny, "sp_ref", "sp_ddp", s)
+    log = pd.read_csv(tiny / "sp_ddp" / "train_log.csv")
+    ref = pd.read_csv(tiny / "sp_ref" / "train_log.csv")
+    # the threshold of rank 0's labels, adopted by every rank, fixed at the first epoch
+    pd.testing.assert_series_equal(log["indep_iou_threshold"], ref["indep_iou_threshold"])
+    assert log["indep_fixed_at_epoch"].tolist() == [1, 1]
+
+
+def test_ise_ddp_matches_one_process_with_bn_groups(tiny):
+    # ISE's LP loss compares each rank's samples with the supports of the whole batch (gathered with their
+    # gradient); weight 1 so that a wrong gather (per-rank supports, or no gradient from the other rank) shows
+    s = dict({k: v for k, v in BASE.items() if k != "allknn"}, method="ise", ise_lp_weight=1.0)
+    _train(tiny, "ise_ref", dict(s, bn_groups=2), threads=1)
+    _train(tiny, "ise_ddp", dict(s, world_size=2), threads=2)
+    _assert_equivalent(tiny, "ise_ref", "ise_ddp", s)
+    assert (pd.read_csv(tiny / "ise_ddp" / "train_log.csv")["lp"] > 0).all()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and process groups")

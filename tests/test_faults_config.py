@@ -71,7 +71,7 @@ def test_experiment_block_without_method_says_which_key_to_add():
     # a user writing only the override they want: the block replaces the default experiment whole
     msg = _error(_broken(lambda c: c.update(experiments={"maskcl": {"train": {"epochs": 2}}})))
     assert msg.startswith("config.yaml: key experiments.maskcl: 'method' is a required property; add the key method "
-                          "(one of maskcl, clustercontrast, cacl, supervised, untrained) to that block")
+                          "(one of maskcl, clustercontrast, cacl, spcl, ise, supervised, untrained) to that block")
 
 
 def test_float_for_an_integer_key_is_refused():
@@ -180,7 +180,7 @@ def test_refinement_eps_gap_must_stay_below_eps():
     assert "key experiments.maskcl.train.eps_gap (0.6) must be smaller than train.eps (0.6)" in msg
     assert "set train.refine: false" in msg
     msg = _error(_broken(_experiment({"eps_gap": 0.6}, name="cc", method="clustercontrast")))  # no refinement
-    assert "method clustercontrast does not read eps_gap (only maskcl, cacl does)" in msg
+    assert "method clustercontrast does not read eps_gap (only maskcl, cacl, spcl does)" in msg
     _start_up(_broken(_experiment({"eps_gap": 0.6, "refine": False})))
     msg = _error(_broken(_experiment({"eps": 1.0})))  # the clustering refuses eps = 1
     assert "key experiments.maskcl.train.eps: 1.0 is greater than or equal to the maximum of 1" in msg
@@ -214,8 +214,8 @@ def test_evaluate_and_tables_rules():
 def test_unknown_method_names_the_allowed_ones():
     msg = _error(_broken(_experiment({}, name="x", method="nosuch")))
     assert msg == ("config.yaml: key experiments.x.method: 'nosuch' is not one of ['maskcl', 'clustercontrast', "
-                   "'cacl', 'supervised', 'untrained']; allowed: one of maskcl, clustercontrast, cacl, supervised, "
-                   "untrained")
+                   "'cacl', 'spcl', 'ise', 'supervised', 'untrained']; allowed: one of maskcl, clustercontrast, cacl, "
+                   "spcl, ise, supervised, untrained")
 
 
 def test_component_switch_of_another_method_is_refused():
@@ -294,8 +294,8 @@ def test_shipped_configs_validate(extra, tmp_path):
     (_experiment({"nosuch": 1}),  # build_plan
      "unknown key(s) ['nosuch'] at experiments.maskcl.train.nosuch"),
     (_experiment({}, name="x", method="nosuch"),  # a method that is not registered
-     "key experiments.x.method: 'nosuch' is not one of ['maskcl', 'clustercontrast', 'cacl', 'supervised', "
-     "'untrained']; allowed: one of maskcl, clustercontrast, cacl, supervised, untrained"),
+     "key experiments.x.method: 'nosuch' is not one of ['maskcl', 'clustercontrast', 'cacl', 'spcl', 'ise', "
+     "'supervised', 'untrained']; allowed: one of maskcl, clustercontrast, cacl, spcl, ise, supervised, untrained"),
     (_experiment({"refine": False}, name="cc", method="clustercontrast"),  # another method's switch
      "key experiments.cc.train.refine: method clustercontrast has no component switch refine (a switch of maskcl); "
      "remove the key or change experiments.cc.method; allowed switches of clustercontrast: none"),

@@ -25,7 +25,7 @@ from maskcl.methods import (METHOD_FACTS, METHOD_GROUPS, MethodFacts, Switch, co
                             switched_methods)
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("maskcl", "clustercontrast", "cacl", "supervised", "untrained")
+METHODS = ("maskcl", "clustercontrast", "cacl", "spcl", "ise", "supervised", "untrained")
 
 
 def _train_schema() -> dict:
@@ -36,7 +36,7 @@ def _train_schema() -> dict:
 def test_registry_holds_the_methods_in_report_order():
     assert report_order() == METHODS
     assert list_methods() == sorted(METHODS)
-    with pytest.raises(ConfigError, match=r"unknown method 'nosuch'; known methods: cacl, clustercontrast, maskcl"):
+    with pytest.raises(ConfigError, match=r"unknown method 'nosuch'; known methods: cacl, clustercontrast, ise, maskcl"):
         get_method("nosuch")
     with pytest.raises(ValueError, match="method 'maskcl' is already registered"):
         register_method_facts(get_method("maskcl"))
@@ -65,11 +65,10 @@ def test_every_method_declares_every_fact(name):
 
 
 def test_the_methods_facts():
-    assert [get_method(m).group for m in METHODS] == ["unsupervised", "unsupervised", "unsupervised", "supervised",
-                                                      "reference"]
+    assert [get_method(m).group for m in METHODS] == ["unsupervised"] * 5 + ["supervised", "reference"]
     assert [m for m in METHODS if get_method(m).uses_masks] == ["maskcl"]
     assert [m for m in METHODS if not get_method(m).trains] == ["untrained"]
-    assert switched_methods() == ("maskcl", "cacl") and components_subject() == "MaskCL / CACL"
+    assert switched_methods() == ("maskcl", "cacl", "ise") and components_subject() == "MaskCL / CACL / ISE"
     assert get_method("maskcl").official_switches == {
         "crossview_loss": True, "neighbour_loss": True, "neighbour_weights": "official",
         "neighbour_reduction": "official", "refine": True, "memory_refresh": False, "cluster_on": "rgb"}
@@ -83,6 +82,16 @@ def test_the_methods_facts():
     assert dict(get_method("clustercontrast").recipe) == {"batch_size": 256, "num_instances": 16, "momentum": 0.1,
                                                           "pooling": "gem"}
     assert get_method("supervised").recipe == get_method("clustercontrast").recipe
+    # SpCL: MaskCL's model, batch and memory recipe on its own 50 epochs; it reads the memory epsilon and the
+    # tight / loose DBSCAN gap, which MaskCL reads too
+    assert dict(get_method("spcl").recipe) == {"epochs": 50} and not get_method("spcl").switches
+    assert key_owners("softmax_eps") == key_owners("eps_gap") == ("maskcl", "cacl", "spcl")
+    assert key_owners("focal_gamma") == key_owners("ratio_cluster") == ("maskcl", "cacl")
+    assert get_method("ise").official_switches == {"ise_use_support": True, "ise_supports_update": True,
+                                                   "ise_lp_negatives": "official"}
+    assert dict(get_method("ise").recipe) == {"batch_size": 256, "num_instances": 16, "eps": 0.4, "epochs": 70,
+                                              "step_size": 30}
+    assert key_owners("ise_lp_weight") == key_owners("ise_supports_update") == ("ise",)
     with pytest.raises(TypeError):
         get_method("clustercontrast").recipe["epochs"] = 3  # type: ignore[index]
 
@@ -222,11 +231,12 @@ def test_reporting_labels_groups_order_and_switches_come_from_the_facts():
     assert all(METHOD_NAMES[m] == get_method(m).display_name for m in METHOD_NAMES)
     assert set(METHOD_GROUPS) <= set(GROUPS)
     assert {m: group_of(m) for m in METHODS} == {m: get_method(m).group for m in METHODS}
-    assert [supervision(m) for m in METHODS] == ["unsupervised", "unsupervised", "unsupervised", "supervised", "none"]
+    assert [supervision(m) for m in METHODS] == ["unsupervised"] * 5 + ["supervised", "none"]
     assert supervision("a_method_no_longer_registered") == "unsupervised" and trains("a_method_no_longer_registered")
-    assert [trains(m) for m in METHODS] == [True, True, True, True, False]
+    assert [trains(m) for m in METHODS] == [True] * 6 + [False]
     assert COMPONENTS == {k: s.label for k, s in switch_columns().items()}
-    assert list(COMPONENTS) == list(get_method("maskcl").switch_keys)  # CACL's one switch is MaskCL's too
+    # CACL's one switch (memory_refresh) is MaskCL's too: no column of its own
+    assert list(COMPONENTS) == list(get_method("maskcl").switch_keys) + list(get_method("ise").switch_keys)
     assert official_switches("clustercontrast") == {} and official_switches("gone") == {}
 
 

@@ -140,8 +140,8 @@ def test_dataset_facts_come_from_the_dataset_classes():
 
 
 def test_tables_layout_is_one_list_with_a_caption_per_entry():
-    assert TABLE_STEMS == ("results", "headline", "ablation_masks", "ablation_methods", "ablation_components",
-                           "published")
+    assert TABLE_STEMS == ("results", "headline", "comparison", "ablation_masks", "ablation_methods",
+                           "ablation_components", "published")
     assert FIGURE_KINDS == ("cmc", "retrieval", "training", "pseudo_labels", "masks", "datasets")
     assert [t.formats for t in TABLES if t.stem == "runs"] == [("csv",)]
     for name in [t.stem for t in TABLES] + list(FIGURE_KINDS):

@@ -536,6 +536,50 @@ def test_headline_table(report):
     assert "53.3" in md and "40.4" not in md           # PRCC published: multi-shot only (the headline)
 
 
+def _md_table(md: str) -> Dict[str, List[Dict[str, str]]]:
+    """Label → rows of the first Markdown table in ``md``, each a header → cell dict."""
+    lines = [x for x in md.splitlines() if x.startswith("| ")]
+    split = lambda x: [c.strip() for c in x.strip().strip("|").split("|")]  # noqa: E731
+    header = split(lines[0])
+    out: Dict[str, List[Dict[str, str]]] = {}
+    for x in lines[2:]:
+        cells = split(x)
+        out.setdefault(cells[0], []).append(dict(zip(header, cells)))
+    return out
+
+
+def test_comparison_table(ws, report):
+    out, _ = report
+    csv = pd.read_csv(out / "tables" / "comparison.csv")
+    ours = csv[csv.status.isna()]
+    # each dataset's headline and the companion protocol papers print beside it, nothing else
+    assert set(zip(csv.dataset, csv.protocol)) == {("synthcc", "cc"), ("synthcc", "general"),
+                                                   ("prcc", "cc_multishot"), ("prcc", "sc_multishot")}
+    # each method at its official switches: the component variants are ablations, not rows
+    assert set(ours.experiment) == {"maskcl", "clustercontrast", "supervised", "untrained"}
+    md = (out / "tables" / "comparison.md").read_text()
+    rows = _md_table(md)
+    sil = [r for r in rows["MaskCL (re-impl.)"] if r["Masks"] == "`groundtruth-silhouette`"]
+    assert len(sil) == 1
+    docs = [_doc(ws, "synthcc", "maskcl", "groundtruth-silhouette", s) for s in (0, 1)]
+    for protocol, key, header in (("cc", "mAP", "SynthCC cc mAP"), ("general", "rank1", "SynthCC general R1")):
+        vals = np.array([d["protocols"][protocol][key] for d in docs], np.float64)
+        assert sil[0][header] == f"{100 * vals.mean():.1f} ± {100 * vals.std(ddof=1):.1f}"
+    assert sil[0]["SynthCC n"] == "2" and sil[0]["PRCC n"] == ""   # no silhouette run on PRCC
+    # groups in order: unsupervised, the bound, the reference, then published rows
+    order = [x.split("|")[1].strip() for x in md.splitlines() if x.startswith("| **")]
+    assert order[:3] == ["**Unsupervised (this pipeline)**", "**Supervised (upper bound, this pipeline)**",
+                         "**Untrained network (reference, this pipeline)**"]
+    # published: only numbers verified in their source (V), one row across its protocols
+    aim = rows["AIM (CVPR 2023) — supervised (upper bound); published, V"][0]
+    assert aim["PRCC cc\\_multishot mAP"] == "58.3" and aim["PRCC sc\\_multishot mAP"] == "99.9"
+    assert aim["SynthCC cc mAP"] == ""
+    assert not any(label.startswith("RGB-only") for label in rows)          # status I: not in this table
+    assert set(csv.loc[csv.status.notna(), "status"]) == {"V"}
+    tex = (out / "tables" / "comparison.tex").read_text()
+    assert "\\label{tab:comparison}" in tex and "\\multicolumn{2}{c}{PRCC sc\\_multishot}" in tex
+
+
 def test_shipped_published_numbers_follow_the_policy():
     entries = load_published()
     assert len(entries) >= 20
@@ -920,7 +964,7 @@ def test_tables_rule_and_html_report(ws, tmp_path):
     smk = [sys.executable, "-m", "snakemake", "--snakefile", str(wd / "Snakefile"), "--directory", str(wd)]
     run = subprocess.run(smk + ["--cores", "1"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    for stem in ("results", "headline", "ablation_masks", "ablation_methods", "ablation_components", "published"):
+    for stem in ("results", "headline", "comparison", "ablation_masks", "ablation_methods", "ablation_components", "published"):
         for ext in ("md", "tex", "csv"):
             assert (wd / "results" / "tables" / f"{stem}.{ext}").stat().st_size > 0
     comp = pd.read_csv(wd / "results" / "tables" / "ablation_components.csv")   # settings reached the job

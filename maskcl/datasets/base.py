@@ -178,6 +178,9 @@ class ReIDDataset:
     protocols: ClassVar[Tuple[Protocol, ...]]
     #: Name of the protocol quoted as the dataset's headline number.
     headline_protocol: ClassVar[str]
+    #: The protocols the field's comparison table prints for this dataset: the headline, then the
+    #: general (or same-clothes) setting papers put beside it, where the headline is not already it.
+    comparison_protocols: ClassVar[Tuple[str, ...]]
     #: True when every image comes with a ground-truth label map (the ``parsing`` column), so the
     #: ``groundtruth`` mask source and the mask-quality table apply.
     ground_truth_parsing: ClassVar[bool]

@@ -106,6 +106,7 @@ class CelebReID(_Celeb):
     display_name: ClassVar[str] = "Celeb-reID"
     protocols: ClassVar[Tuple[Protocol, ...]] = celeb_protocols("Celeb-reID")
     headline_protocol: ClassVar[str] = "general"
+    comparison_protocols: ClassVar[Tuple[str, ...]] = ("general",)  # its one protocol
     ground_truth_parsing: ClassVar[bool] = False
     generated: ClassVar[bool] = False
     official: ClassVar[Dict[str, SplitStats]] = {
@@ -125,6 +126,7 @@ class CelebReIDLight(_Celeb):
     display_name: ClassVar[str] = "Celeb-reID-light"
     protocols: ClassVar[Tuple[Protocol, ...]] = celeb_protocols("Celeb-reID-light")
     headline_protocol: ClassVar[str] = "general"
+    comparison_protocols: ClassVar[Tuple[str, ...]] = ("general",)  # its one protocol
     ground_truth_parsing: ClassVar[bool] = False
     generated: ClassVar[bool] = False
     official: ClassVar[Dict[str, SplitStats]] = {

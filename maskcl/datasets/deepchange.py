@@ -73,6 +73,7 @@ class DeepChange(ReIDDataset):
                  short="test split; the tracklet id plays the camera (CAL)"),
     )
     headline_protocol: ClassVar[str] = "test"
+    comparison_protocols: ClassVar[Tuple[str, ...]] = ("test",)
     ground_truth_parsing: ClassVar[bool] = False
     generated: ClassVar[bool] = False
 

@@ -68,6 +68,7 @@ class LTCC(ReIDDataset):
     display_name: ClassVar[str] = "LTCC"
     protocols: ClassVar[Tuple[Protocol, ...]] = ltcc_protocols("LTCC")
     headline_protocol: ClassVar[str] = "cc"
+    comparison_protocols: ClassVar[Tuple[str, ...]] = ("cc", "general")
     ground_truth_parsing: ClassVar[bool] = False
     generated: ClassVar[bool] = False
 

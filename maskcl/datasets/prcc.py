@@ -82,6 +82,7 @@ class PRCC(ReIDDataset):
                        "image per identity, mean over draws"),
     )
     headline_protocol: ClassVar[str] = "cc_multishot"
+    comparison_protocols: ClassVar[Tuple[str, ...]] = ("cc_multishot", "sc_multishot")
     ground_truth_parsing: ClassVar[bool] = False
     generated: ClassVar[bool] = False
 

@@ -60,6 +60,7 @@ class VCClothes(ReIDDataset):
                  short="cameras 3 and 4 only, clothes change (CAL vcclothes_cc)"),
     )
     headline_protocol: ClassVar[str] = "cc"
+    comparison_protocols: ClassVar[Tuple[str, ...]] = ("cc", "general")
     ground_truth_parsing: ClassVar[bool] = False
     generated: ClassVar[bool] = False
 

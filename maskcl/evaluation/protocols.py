@@ -24,7 +24,7 @@ from .rerank import rerank_chunks
 from .settings import EvalSettings
 
 __all__ = ["Protocol", "ProtocolResult", "PROTOCOLS", "HEADLINE", "list_protocols", "get_protocol",
-           "headline_protocol", "required_splits", "required_rows", "single_shot_galleries", "run_protocols"]
+           "headline_protocol", "comparison_protocols", "required_splits", "required_rows", "single_shot_galleries", "run_protocols"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,12 @@ def get_protocol(dataset: str, name: str) -> Protocol:
 def headline_protocol(dataset: str) -> str:
     list_protocols(dataset)
     return HEADLINE[dataset]
+
+
+def comparison_protocols(dataset: str) -> Tuple[str, ...]:
+    """The protocols the field's comparison table prints for ``dataset``: the headline, then its companion."""
+    list_protocols(dataset)
+    return DATASETS.get(dataset).comparison_protocols
 
 
 def required_splits(dataset: str) -> Tuple[str, ...]:

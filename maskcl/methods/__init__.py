@@ -19,7 +19,9 @@ from ..registry import Registry
 from .cacl import CACL
 from .clustercontrast import CLUSTERCONTRAST
 from .facts import METHOD_GROUPS, MethodFacts, Switch
+from .ise import ISE
 from .maskcl import MASKCL
+from .spcl import SPCL
 from .supervised import SUPERVISED
 from .untrained import UNTRAINED
 
@@ -46,6 +48,8 @@ def register_method_facts(facts: MethodFacts) -> MethodFacts:
 register_method_facts(MASKCL)
 register_method_facts(CLUSTERCONTRAST)
 register_method_facts(CACL)
+register_method_facts(SPCL)
+register_method_facts(ISE)
 register_method_facts(SUPERVISED)
 register_method_facts(UNTRAINED)
 

@@ -2,7 +2,7 @@
 
 Layout written (the ``tables`` rule declares exactly this):
 
-* ``<tables_dir>/{results,headline,ablation_masks,ablation_methods,ablation_components,published}.{md,tex,csv}``
+* ``<tables_dir>/{results,headline,comparison,ablation_masks,ablation_methods,ablation_components,published}.{md,tex,csv}``
   and ``runs.csv`` (one row per run, protocol and seed);
 * ``<figures_dir>/cmc/{dataset}/{protocol}.png``;
   ``retrieval/{dataset}/{experiment}/{masks}/seed{seed}/{protocol}.png``;
@@ -38,7 +38,8 @@ from .published import load_published, published_frame
 from .retrieval import plot_retrieval, read_ranks, retrieval_frame, select_queries
 from .runs import Run, load_runs
 from .tables import (ablation_component_tables, ablation_csv, ablation_mask_tables, ablation_method_tables,
-                     headline_table, published_table, results_csv, results_tables, write_table_files)
+                     comparison_frame, comparison_table, headline_table, published_table, results_csv, results_tables,
+                     write_table_files)
 
 __all__ = ["ReportOutputs", "TABLE_STEMS", "FIGURE_KINDS", "build_report"]
 
@@ -117,6 +118,13 @@ def _table_specs(runs: Sequence[Run], show_published: bool, published_path: Opti
     specs.append((("headline", [headline_table(agg, shown)] if len(head) else [],
                    results_csv(head, shown, protocols=want), "Headline results"),
                   {"empty_note": "No run has a result for its dataset's headline protocol."}))
+    comparison = comparison_table(agg, shown)
+    compared, compared_protocols = comparison_frame(agg)
+    verified = [e for e in shown if e.status == "V"]
+    specs.append((("comparison", [comparison] if comparison is not None else [],
+                   results_csv(compared, verified, protocols=compared_protocols), "Comparison of methods"),
+                  {"empty_note": "No run of a method at its official switches has a result under a comparison "
+                                 "protocol."}))
     for kind, build in (("masks", ablation_mask_tables), ("methods", ablation_method_tables),
                         ("components", ablation_component_tables)):
         specs.append(((f"ablation_{kind}", build(agg), ablation_csv(agg, kind), f"Ablation by {kind}"),

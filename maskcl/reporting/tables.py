@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from ..evaluation.protocols import comparison_protocols
 from ..io import write_csv_atomic, write_text_atomic
 from ..methods import components_subject, switched_methods
 from .aggregate import METRIC_HEADERS, METRIC_KEYS, dataset_order, protocol_order
@@ -25,7 +26,8 @@ from .published import PublishedEntry, published_frame
 from .render import Code, Column, Metric, Rich, RowGroup, Section, Table, tables_to_latex, tables_to_markdown
 from .runs import COMPONENTS, official_switches
 
-__all__ = ["TABLE_METRICS", "ABLATION_METRICS", "results_tables", "headline_table", "ablation_mask_tables",
+__all__ = ["TABLE_METRICS", "ABLATION_METRICS", "COMPARISON_METRICS", "results_tables", "headline_table",
+           "comparison_table", "comparison_frame", "ablation_mask_tables",
            "ablation_method_tables", "ablation_component_tables", "published_table", "write_table_files",
            "results_csv", "ablation_csv"]
 
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 #: Metric columns of the results tables and of the (compact) ablation tables.
 TABLE_METRICS = ("mAP", "mINP", "rank1", "rank5", "rank10")
 ABLATION_METRICS = ("mAP", "rank1")
+#: Metric columns of the comparison table (the papers' layout: mAP and Rank-1 per dataset and protocol).
+COMPARISON_METRICS = ("mAP", "rank1")
 
 _SEEDS_NOTE = "mean ± std over n training seeds (no std for n = 1)"
 _GROUP_NOTE = ("Supervised rows are upper bounds (trained with identity labels), never competitors of the "
@@ -213,6 +217,76 @@ def headline_table(agg: pd.DataFrame, published: Sequence[PublishedEntry] = (),
                      *protocol_parts, f" {_eval_note(head)} {_GROUP_NOTE}", f" {_PUBLISHED_NOTE}" if published else "")
     return Table(title="Headline protocol of every dataset", caption=caption, label="tab:headline",
                  columns=_result_columns(metrics), sections=sections, notes=notes)
+
+
+def comparison_frame(agg: pd.DataFrame) -> Tuple[pd.DataFrame, Dict[str, List[str]]]:
+    """The comparison table's rows: each method's runs at its official switches (variants are ablations),
+    under each dataset's comparison protocols (``ReIDDataset.comparison_protocols``) that have results;
+    and those protocols per dataset, in order."""
+    sub = agg[_default_components(agg)] if len(agg) else agg
+    want: Dict[str, List[str]] = {}
+    for d in dataset_order(sub["dataset"].tolist()):
+        have = set(sub.loc[sub["dataset"] == d, "protocol"])
+        ps = [p for p in comparison_protocols(d) if p in have]
+        if ps:
+            want[d] = ps
+    keep = [p in want.get(d, ()) for d, p in zip(sub["dataset"], sub["protocol"])]
+    return sub[keep], want
+
+
+def comparison_table(agg: pd.DataFrame, published: Sequence[PublishedEntry] = (),
+                     metrics: Sequence[str] = COMPARISON_METRICS) -> Optional[Table]:
+    """The field's comparison table: methods as rows, datasets x (headline, general) protocols as columns.
+
+    Rows are the unsupervised methods, then the supervised bound, then the untrained reference, each at
+    its official switches; published rows sit beside them only where the number was verified in its
+    source (status V) under one of the columns' protocols. None when no run has such a result.
+    """
+    sub, want = comparison_frame(agg)
+    if sub.empty:
+        return None
+    cols = [Column("label", "Method"), Column("masks", "Masks")]
+    for d, ps in want.items():
+        cols.append(Column(f"{d}:n", "n", "r", group=dataset_name(d)))
+        cols += [Column(f"{d}:{p}:{k}", METRIC_HEADERS[k], "r", group=f"{dataset_name(d)} {p}")
+                 for p in ps for k in metrics]
+    groups: Dict[str, List[dict]] = {g: [] for g in GROUPS}
+    for _, grp in sub.groupby(["experiment", "masks"], sort=False, dropna=False):
+        first = grp.iloc[0]
+        row: Dict[str, Any] = {"label": _label_cell(first), "masks": Code(str(first["masks"]))}
+        for d, ps in want.items():
+            on = grp[grp["dataset"] == d]
+            if on.empty:
+                continue
+            row[f"{d}:n"] = ", ".join(sorted({str(int(v)) for v in on["n"]}))
+            for p in ps:
+                pr = on[on["protocol"] == p]
+                if len(pr):
+                    row.update(_metric_cells(pr.iloc[0], metrics, prefix=f"{d}:{p}:"))
+        groups[first["group"]].append(row)
+    verified = [e for e in published if e.status == "V" and e.protocol in want.get(e.dataset, ())]
+    by_label: Dict[str, Dict[str, Any]] = {}
+    for e in verified:
+        row = by_label.setdefault(e.label, {"label": e.label, "masks": None, "_group": e.group})
+        row.update({f"{e.dataset}:{e.protocol}:{k}": Metric(e.metrics.get(k)) for k in metrics})
+    for row in by_label.values():
+        groups[row.pop("_group")].append(row)
+    parts: List[Any] = ["Protocols: "]
+    for i, (d, ps) in enumerate(want.items()):
+        for j, p in enumerate(ps):
+            short = sub.loc[(sub["dataset"] == d) & (sub["protocol"] == p), "short"].iloc[0]
+            last = i == len(want) - 1 and j == len(ps) - 1
+            parts += [f"{dataset_name(d)} ", Code(p), (" (headline)" if j == 0 else "") + f": {short}"
+                      + ("." if last else "; ")]
+    notes: List[Rich] = [(f"{e.label}: {e.source}; reported as {e.reported_protocol}.",) for e in verified]
+    caption: Rich = (f"Comparison of methods: mAP and Rank-1 (%) under each dataset's headline protocol and the "
+                     f"general (or same-clothes) protocol papers print beside it, {_SEEDS_NOTE}; each method at its "
+                     f"official component switches (variants are in the ablation tables). ", *parts,
+                     f" {_eval_note(sub)} {_GROUP_NOTE}",
+                     " Published rows are numbers verified in their source (status V) under the same protocol; "
+                     "empty cells were not reported." if verified else "")
+    return Table(title="Comparison of methods", caption=caption, label="tab:comparison", columns=cols,
+                 sections=[Section(groups=[RowGroup(group_title(g), groups[g]) for g in GROUPS])], notes=notes)
 
 
 def _wide(sub: pd.DataFrame, protocols: Sequence[str], keys: Sequence[str],

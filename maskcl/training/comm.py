@@ -13,6 +13,9 @@ run equals a one-process run with ``bn_groups = W`` and the same global batch B:
   average is the full-batch gradient;
 - memory updates are all-gathered in rank order (= global batch order) and applied on every rank, so
   the memories stay identical without ever being broadcast;
+- a loss that compares this rank's samples with tensors of the whole batch (ISE's supports) reads them
+  through ``gather_with_grad``: all-gathered in rank order, and in the backward each rank's rows get
+  their gradient summed over every rank's loss, so DDP's average is again the full-batch gradient;
 - clustering runs on rank 0 and its result is broadcast; eval-mode feature extraction is sharded over
   the ranks and all-gathered; the neighbour-loss gates are drawn for the global batch and sliced;
 - rank 0 alone writes checkpoints, ``model.pt`` and the logs; every rank loads a checkpoint on resume;
@@ -74,6 +77,11 @@ class LocalComm:
     def gather(self, *tensors: torch.Tensor) -> List[torch.Tensor]:
         """Each tensor's rows from every rank, concatenated in rank order (= global batch order)."""
         return list(tensors)
+
+    def gather_with_grad(self, t: torch.Tensor) -> torch.Tensor:
+        """:meth:`gather` of one tensor that stays in the autograd graph: this rank's rows are ``t`` itself,
+        and the backward hands each rank the gradient of its rows summed over every rank's loss."""
+        return t
 
     def local_part(self, t: torch.Tensor) -> torch.Tensor:
         """This rank's contiguous rows of a global-batch tensor (inverse of :meth:`gather`)."""
@@ -176,6 +184,9 @@ class DistComm(LocalComm):
             out.append(torch.cat(parts, dim=0).to(t.device))
         return out
 
+    def gather_with_grad(self, t: torch.Tensor) -> torch.Tensor:
+        return _GatherWithGrad.apply(t, self)
+
     def mean(self, values: Dict[str, float]) -> Dict[str, float]:
         keys = list(values)
         t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self.device)
@@ -220,3 +231,32 @@ class DistComm(LocalComm):
         dist.all_gather(parts, buf)
         counts = [max(0, min(n, (r + 1) * per) - min(n, r * per)) for r in range(self.world_size)]
         return torch.cat([p[:c] for p, c in zip(parts, counts)], dim=0).cpu()
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather in rank order whose backward sums the gradient over the ranks and keeps this rank's rows.
+
+    A loss on rank r that reads every rank's rows (ISE's label-preserving loss compares this rank's
+    samples with the supports of the whole batch) has a gradient for the rows of every rank; the
+    backward all-reduces the gathered gradient, so rank q's rows get the sum over all ranks' losses,
+    and DDP's average of the parameter gradients is the gradient of the mean over ranks, as one
+    process computes it on the whole batch. Every rank must call it, in the same order.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, t: torch.Tensor, comm: "DistComm") -> torch.Tensor:  # type: ignore[override]
+        ctx.comm = comm
+        ctx.rows = t.shape[0]
+        x = comm._on_dev(t)
+        parts = [torch.empty_like(x) for _ in range(comm.world_size)]
+        comm.dist.all_gather(parts, x)
+        parts[comm.rank] = x  # the same values; the graph is kept through the local slice by backward below
+        return torch.cat(parts, dim=0).to(t.device)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):  # type: ignore[override]
+        comm = ctx.comm
+        g = comm._on_dev(grad)
+        comm.dist.all_reduce(g)
+        lo = comm.rank * ctx.rows
+        return g[lo:lo + ctx.rows].to(grad.device), None

@@ -56,6 +56,15 @@ class TrainSettings:
     crossview_loss: bool = True
     mask_loss: bool = True
     fusion_loss: bool = True
+    # ISE (its official Market-1501 values)
+    ise_lambda_base: float = 1.0
+    ise_topk: int = 1
+    ise_use_support: bool = True
+    ise_supports_update: bool = True
+    ise_lp_weight: float = 0.1
+    ise_lp_temp: float = 0.6
+    ise_lp_negatives: str = "official"
+    ise_memory_update: str = "hard"
     # clustering
     cluster_on: str = "rgb"
     memory_refresh: bool = False

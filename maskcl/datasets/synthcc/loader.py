@@ -43,6 +43,7 @@ class SynthCC(LTCC):
     display_name: ClassVar[str] = "SynthCC"
     protocols: ClassVar[Tuple[Protocol, ...]] = ltcc_protocols("SynthCC")
     headline_protocol: ClassVar[str] = "cc"
+    comparison_protocols: ClassVar[Tuple[str, ...]] = ("cc", "general")
     ground_truth_parsing: ClassVar[bool] = True
     generated: ClassVar[bool] = True
 

@@ -6,6 +6,10 @@
   (``clustercontrast.py``);
 - ``cacl``: RGB + grayscale-copy branches, two instance memories, asymmetric terms into the RGB
   branch (``cacl.py``);
+- ``spcl``: RGB only, an instance (hybrid) memory, outliers and unreliable cluster members as singleton
+  classes by a self-paced criterion (``spcl.py``);
+- ``ise``: ClusterContrast plus support features towards the nearest other centroids and the
+  label-preserving loss (``ise.py``);
 - ``supervised``: the ClusterContrast loop with the true identities, an upper bound (``supervised.py``);
 - ``untrained``: the initial network exported without a step, the reference (``untrained.py``).
 
@@ -19,9 +23,11 @@ from __future__ import annotations
 from .base import METHODS, MethodBase, backbone_of, register_method
 from .cacl import CACLMethod
 from .clustercontrast import ClusterContrastMethod
+from .ise import ISEMethod
 from .maskcl import MaskCLMethod
+from .spcl import SpCLMethod
 from .supervised import SupervisedMethod
 from .untrained import UntrainedMethod
 
 __all__ = ["METHODS", "MethodBase", "register_method", "backbone_of", "MaskCLMethod", "ClusterContrastMethod",
-           "CACLMethod", "SupervisedMethod", "UntrainedMethod"]
+           "CACLMethod", "SpCLMethod", "ISEMethod", "SupervisedMethod", "UntrainedMethod"]
