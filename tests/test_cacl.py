@@ -431,3 +431,12 @@ def test_cacl_stopped_after_epoch_0_resumes_to_the_uninterrupted_run(tiny_run):
     timing = ["cluster_s", "epoch_s"]
     pd.testing.assert_frame_equal(pd.read_csv(work / "full" / "train_log.csv").drop(columns=timing),
                                   pd.read_csv(work / "resumed" / "train_log.csv").drop(columns=timing))
+
+
+def test_an_eps_gap_the_refinement_cannot_run_is_refused_when_the_method_is_built(tiny_run):
+    from maskcl.errors import ConfigError
+    from maskcl.training.methods import METHODS
+
+    _, data, _, _ = tiny_run
+    with pytest.raises(ConfigError, match=r"train.eps_gap \(0.7\) must be smaller than train.eps \(0.7\)"):
+        METHODS.build("cacl", TrainSettings.from_dict(dict(ENGINE, eps_gap=0.7)), data, torch.device("cpu"))

@@ -53,6 +53,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
+from ...errors import ConfigError
 from ...methods.cacl import CACL
 from ...models.backbone import ReIDBackbone
 from ...models.bn_groups import convert_bn_groups
@@ -244,6 +245,9 @@ class CACLMethod(MethodBase):
 
     def __init__(self, settings: TrainSettings, data: TrainData, device: torch.device, **kw: Any) -> None:
         super().__init__(settings, data, device, **kw)
+        if not 0.0 < settings.eps - settings.eps_gap:  # the start-up check covers only a `refine` switch's owner
+            raise ConfigError(f"train.eps_gap ({settings.eps_gap}) must be smaller than train.eps ({settings.eps}): "
+                              f"CACL's refinement always runs its tight DBSCAN at eps - eps_gap, which must be > 0")
         gray_memory_transform(self.size, settings.memory_init)  # an unknown memory_init fails here, not at start
         self.module = build_cacl_module(backbone_of(settings), backbone_of(settings), len(data), settings.temp,
                                         settings.momentum)
