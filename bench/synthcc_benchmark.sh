@@ -2,6 +2,7 @@
 # The SynthCC benchmark stage by stage and seed by seed (docs/benchmarks.md, "Science"):
 #   stage `verdict`:  configs/synthcc_benchmark.yaml, the official MaskCL recipe, ClusterContrast, the supervised
 #                     bound and the untrained references (~1.5 h on 2 cores for 3 seeds);
+#   stage `methods`:  the same plus configs/synthcc_methods.yaml, CACL, SpCL and ISE on their own recipes' schedules;
 #   stage `variant`:  the same plus configs/synthcc_variant.yaml, the pre-registered MaskCL variant (~1.5 h more);
 #   stage `switches`: the same plus configs/synthcc_switches.yaml, one switch at a time (~3 h more).
 # Each stage runs seeds [0], [0, 1], [0, 1, 2]; after every step the tables rule has written results/tables/ for the
@@ -9,6 +10,7 @@
 # early leaves its finished tables behind, and a rerun continues where it stopped (Snakemake reuses finished runs;
 # a killed training run resumes from its last epoch). Run from the repository root, after the README's setup:
 #   bash bench/synthcc_benchmark.sh [more config files, merged over the benchmark: e.g. configs/synthcc_paper_scale.yaml]
+# $STAGES picks stages (default "verdict methods variant switches"), e.g. STAGES=methods.
 # Extra snakemake options go in $SNAKEMAKE_ARGS (e.g. "--resources gpu=4"; the default allows one training job).
 # On 2 CPU cores, two 1-thread training jobs side by side did about 15 % more work per hour than one 2-thread job
 # (docs/benchmarks.md): SNAKEMAKE_ARGS="--set-threads train=1 evaluate=1 --resources gpu=2".
@@ -16,9 +18,10 @@ set -euo pipefail
 snakemake=${SNAKEMAKE:-.venv/bin/snakemake}
 seeds_file=$(mktemp --suffix=.yaml)   # `--config seeds=[0]` would hand the schema the string '0'
 trap 'rm -f "$seeds_file"' EXIT
-for stage in verdict variant switches; do
+for stage in ${STAGES:-verdict methods variant switches}; do
   configs=(configs/synthcc_benchmark.yaml)
-  [[ $stage != verdict ]] && configs+=(configs/synthcc_variant.yaml)
+  [[ $stage == methods ]] && configs+=(configs/synthcc_methods.yaml)
+  [[ $stage == variant || $stage == switches ]] && configs+=(configs/synthcc_variant.yaml)
   [[ $stage == switches ]] && configs+=(configs/synthcc_switches.yaml)
   seeds=""
   for seed in 0 1 2; do
