@@ -604,12 +604,16 @@ def check_train_rules(settings: Mapping[str, Any], origins: Mapping[str, str], m
         raise ConfigError(f"key {name('batch_size')} must be divisible by {name('num_instances')}, the images "
                           f"per identity of a batch; set {path('batch_size')} to a multiple of {k} (e.g. {near}) "
                           f"or {path('num_instances')} to a divisor of {batch}")
-    if "refine" in get_method(method).switch_keys and settings["refine"]:
+    facts = get_method(method)
+    refine = "refine" in facts.switch_keys
+    if "eps_gap" in facts.read_keys and (not refine or settings["refine"]):  # a tight DBSCAN at eps - eps_gap runs
         eps, gap = float(settings["eps"]), float(settings["eps_gap"])
         if not eps - gap > 0:
-            raise ConfigError(f"key {name('eps_gap')} must be smaller than {name('eps')} while {path('refine')} is "
-                              f"on: the refinement's tight DBSCAN runs at eps - eps_gap, which must be > 0; lower "
-                              f"{path('eps_gap')} below {eps} or set {path('refine')}: false")
+            while_on = f" while {path('refine')} is on" if refine else ""
+            fix = f" or set {path('refine')}: false" if refine else ""
+            raise ConfigError(f"key {name('eps_gap')} must be smaller than {name('eps')}{while_on}: "
+                              f"{facts.short_name}'s tight DBSCAN runs at eps - eps_gap, which must be > 0; lower "
+                              f"{path('eps_gap')} below {eps}{fix}")
     w, groups = int(settings["world_size"]), int(settings["bn_groups"])
     if w > 1 and batch % w:
         raise ConfigError(f"key {name('batch_size')} must be divisible by {name('world_size')}: every GPU gets an "

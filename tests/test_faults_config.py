@@ -182,6 +182,11 @@ def test_refinement_eps_gap_must_stay_below_eps():
     msg = _error(_broken(_experiment({"eps_gap": 0.6}, name="cc", method="clustercontrast")))  # no refinement
     assert "method clustercontrast does not read eps_gap (only maskcl, cacl, spcl does)" in msg
     _start_up(_broken(_experiment({"eps_gap": 0.6, "refine": False})))
+    # a method whose tight DBSCAN always runs (no refine switch) is held to the rule whenever it reads eps_gap
+    msg = _error(_broken(_experiment({"eps_gap": 0.6}, name="sp", method="spcl")))
+    assert msg.endswith("key experiments.sp.train.eps_gap (0.6) must be smaller than train.eps (0.6): SpCL's "
+                        "tight DBSCAN runs at eps - eps_gap, which must be > 0; lower experiments.sp.train.eps_gap "
+                        "below 0.6 (run synthcc/sp)")
     msg = _error(_broken(_experiment({"eps": 1.0})))  # the clustering refuses eps = 1
     assert "key experiments.maskcl.train.eps: 1.0 is greater than or equal to the maximum of 1" in msg
 

@@ -20,7 +20,7 @@ from jsonschema import Draft202012Validator
 
 from maskcl.config import load_schema
 from maskcl.errors import ConfigError
-from maskcl.methods import (METHOD_FACTS, METHOD_GROUPS, MethodFacts, Switch, components_subject, get_method,
+from maskcl.methods import (METHOD_FACTS, METHOD_GROUPS, MethodFacts, Switch, get_method,
                             key_owners, list_methods, register_method_facts, report_order, switch_columns, switch_owners,
                             switched_methods)
 
@@ -68,7 +68,7 @@ def test_the_methods_facts():
     assert [get_method(m).group for m in METHODS] == ["unsupervised"] * 5 + ["supervised", "reference"]
     assert [m for m in METHODS if get_method(m).uses_masks] == ["maskcl"]
     assert [m for m in METHODS if not get_method(m).trains] == ["untrained"]
-    assert switched_methods() == ("maskcl", "cacl", "ise") and components_subject() == "MaskCL / CACL / ISE"
+    assert switched_methods() == ("maskcl", "cacl", "ise")
     assert get_method("maskcl").official_switches == {
         "crossview_loss": True, "neighbour_loss": True, "neighbour_weights": "official",
         "neighbour_reduction": "official", "refine": True, "memory_refresh": False, "cluster_on": "rgb"}
@@ -246,7 +246,7 @@ def test_a_variant_is_a_switch_of_the_runs_own_method_off_its_official_value(tmp
     def run(method: str, **settings) -> Run:
         key = RunKey("synthcc", method, "none", 0)
         return Run(key=key, method=method, settings=settings, metrics_path=tmp_path / "metrics.json", metrics={},
-                   components=component_flags(settings))
+                   components=component_flags(settings, method))
 
     assert not run("maskcl").variant and run("maskcl", refine=False).variant
     assert run("maskcl", cluster_on="concat").variant and not run("maskcl", epochs=3).variant

@@ -27,7 +27,7 @@ from .untrained import UNTRAINED
 
 __all__ = ["METHOD_FACTS", "METHOD_GROUPS", "MethodFacts", "Switch", "DEFAULT_METHOD", "register_method_facts",
            "get_method", "list_methods", "report_order", "switch_columns", "switch_owners", "key_owners",
-           "switched_methods", "components_subject"]
+           "switched_methods"]
 
 #: Name → facts. Add a method by writing its facts module and registering its record here.
 METHOD_FACTS = Registry("method")
@@ -102,7 +102,3 @@ def switched_methods() -> Tuple[str, ...]:
     """The methods with component switches, in report order (the component ablation's rows)."""
     return tuple(n for n in _ORDER if METHOD_FACTS.get(n).switches)
 
-
-def components_subject() -> str:
-    """Whose components the component ablation compares, in words: the short names of :func:`switched_methods`."""
-    return " / ".join(METHOD_FACTS.get(n).short_name for n in switched_methods())

@@ -19,7 +19,7 @@ from ..evaluation.protocols import PROTOCOLS
 from ..errors import ReportingError
 from ..methods import report_order as method_order
 from .labels import group_of, protocol_short, run_label, supervision
-from .runs import COMPONENTS, METRIC_KEYS, Run
+from .runs import COMPONENTS, METRIC_KEYS, Run, components_of
 
 __all__ = ["METRIC_KEYS", "METRIC_HEADERS", "LAST_QUALITY", "last_epoch_quality", "per_seed_frame", "aggregate_seeds", "protocol_order",
            "dataset_order", "cmc_frame"]
@@ -59,12 +59,14 @@ def per_seed_frame(runs: Sequence[Run], quality: Optional[Mapping[Path, Mapping[
     -------
     pandas.DataFrame
         Columns: dataset, protocol, headline, description, short, rule, single_shot, experiment,
-        method, supervision, label, masks, mask_source, mask_mode, seed, the component switches,
+        method, supervision, label, masks, mask_source, mask_mode, seed, the component switches of the
+        methods run,
         ``METRIC_KEYS`` (and ``<metric>_draw_std`` for single-shot protocols: spread over gallery
         draws within the run), counts, eval_metric, rerank, flip (from the provenance), the
         ``LAST_QUALITY`` columns, metrics_path.
     """
     quality = quality or {}
+    comps = components_of(run.method for run in runs)  # the switches of the methods run, not of every method
     rows: List[Dict[str, Any]] = []
     for run in runs:
         doc = run.metrics
@@ -84,7 +86,7 @@ def per_seed_frame(runs: Sequence[Run], quality: Optional[Mapping[Path, Mapping[
                 "masks": run.key.masks, "mask_source": run.key.mask_source, "mask_mode": run.key.mask_mode,
                 "seed": run.key.seed,
             }
-            row.update({k: run.components.get(k) for k in COMPONENTS})
+            row.update({k: run.components.get(k) for k in comps})
             for k in METRIC_KEYS:
                 row[k] = _num(summ.get(k))
                 if row["single_shot"]:
@@ -149,7 +151,7 @@ def aggregate_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
         raise ReportingError("no protocol results to aggregate")
     out: List[Dict[str, Any]] = []
     carry = ["headline", "description", "short", "rule", "single_shot", "supervision", "group", "label", "variant",
-             "mask_source", "mask_mode", *COMPONENTS]
+             "mask_source", "mask_mode", *(k for k in COMPONENTS if k in per_seed)]
     for key, grp in per_seed.groupby(IDENTITY, sort=False, dropna=False):
         row: Dict[str, Any] = dict(zip(IDENTITY, key))
         first = grp.iloc[0]

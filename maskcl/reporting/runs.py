@@ -32,7 +32,7 @@ from ..repair import model_repair_hint
 from ..upstream import rerun_hint
 
 __all__ = ["RunKey", "Run", "METRICS_FORMATS", "METRIC_KEYS", "load_runs", "check_metrics", "component_flags",
-           "COMPONENTS", "official_switches"]
+           "COMPONENTS", "official_switches", "components_of"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,13 @@ _TOL = 1e-6
 #: Every registered method's component switches (``TrainSettings`` keys) compared in the component
 #: ablation, with their column labels: a view of the methods' facts (``maskcl.methods.switch_columns``).
 COMPONENTS: Dict[str, str] = {key: switch.label for key, switch in switch_columns().items()}
+
+
+def components_of(methods: Iterable[str]) -> Dict[str, str]:
+    """The :data:`COMPONENTS` that ``methods`` have, in column order: a report shows the switches of the
+    methods it has runs of, so adding a method to the registry adds no empty column to anyone's tables."""
+    have = {k for m in set(methods) for k in official_switches(m)}
+    return {k: label for k, label in COMPONENTS.items() if k in have}
 
 
 def official_switches(method: str) -> Dict[str, Any]:
@@ -117,13 +124,16 @@ class Run:
                    for k, v in official_switches(self.method).items())
 
 
-def component_flags(settings: Mapping[str, Any]) -> Dict[str, Any]:
-    """Every component switch (:data:`COMPONENTS`) of effective train settings (``TrainSettings`` defaults
-    fill gaps), each of its official value's type (bool switches, ``cluster_on`` a feature name)."""
+def component_flags(settings: Mapping[str, Any], method: str) -> Dict[str, Any]:
+    """Each component switch of ``method`` in effective train settings (``TrainSettings`` defaults fill
+    gaps), of its official value's type (bool switches, ``cluster_on`` a feature name); another method's
+    switches are not the run's components."""
     from ..training.settings import TrainSettings
 
     defaults = TrainSettings()
-    return {k: type(switch.official)(settings.get(k, getattr(defaults, k))) for k, switch in switch_columns().items()}
+    own = official_switches(method)
+    return {k: type(switch.official)(settings.get(k, getattr(defaults, k)))
+            for k, switch in switch_columns().items() if k in own}
 
 
 def _read_metrics(path: Path) -> Dict[str, Any]:
@@ -398,7 +408,7 @@ def load_runs(metrics: Sequence[PathLike], experiments: Optional[Mapping[str, Ma
         settings["method"] = method
         runs.append(Run(key=key, method=method, settings=settings, metrics_path=m, metrics=doc,
                         ranks_path=rank_files.get(m.parent), train_log_path=log_files.get(m.parent),
-                        components=component_flags(settings)))
+                        components=component_flags(settings, method)))
     runs.sort(key=lambda r: r.key)
     log.info("loaded %d run(s): %s", len(runs), ", ".join(sorted({f"{r.key.dataset}/{r.key.experiment}/"
                                                                    f"{r.key.masks}" for r in runs})))

@@ -19,12 +19,12 @@ import pandas as pd
 
 from ..evaluation.protocols import comparison_protocols
 from ..io import write_csv_atomic, write_text_atomic
-from ..methods import components_subject, switched_methods
+from ..methods import get_method, switched_methods
 from .aggregate import METRIC_HEADERS, METRIC_KEYS, dataset_order, protocol_order
 from .labels import GROUPS, dataset_name, group_title, method_name, protocol_short
 from .published import PublishedEntry, published_frame
 from .render import Code, Column, Metric, Rich, RowGroup, Section, Table, tables_to_latex, tables_to_markdown
-from .runs import COMPONENTS, official_switches
+from .runs import COMPONENTS, components_of, official_switches
 
 __all__ = ["TABLE_METRICS", "ABLATION_METRICS", "COMPARISON_METRICS", "results_tables", "headline_table",
            "comparison_table", "comparison_frame", "ablation_mask_tables",
@@ -339,7 +339,7 @@ def _changed(frame: pd.DataFrame) -> pd.DataFrame:
     method does not have, or an unknown value: no)?"""
     official = [official_switches(m) for m in frame["method"]]
     return pd.DataFrame({k: [bool(k in o and pd.notna(v) and v != o[k]) for o, v in zip(official, frame[k])]
-                         for k in COMPONENTS}, index=frame.index, dtype=bool)
+                         for k in COMPONENTS if k in frame}, index=frame.index, dtype=bool)
 
 
 def _default_components(frame: pd.DataFrame) -> pd.Series:
@@ -381,29 +381,31 @@ def ablation_component_tables(agg: pd.DataFrame, metrics: Sequence[str] = ABLATI
     changed. Every row with pseudo-labels also shows their ARI against identities and against outfits
     at the last epoch.
     """
-    switched = list(switched_methods())
     out = []
     for d in dataset_order(agg["dataset"].tolist()):
         sub = agg[agg["dataset"] == d]
-        if not sub["method"].isin(switched).any():
+        switched = [m for m in switched_methods() if m in set(sub["method"])]  # those with runs here
+        if not switched:
             continue
+        comps = components_of(switched)
+        subject = " / ".join(get_method(m).short_name for m in switched)
         changed = _changed(sub).sum(axis=1).where(sub["method"].isin(switched), 0)
         order = sub["method"].map(lambda m: 0 if m in switched else 1)
         sub = sub.assign(_m=order, _off=changed).sort_values(["_m", "_off", "experiment", "masks"], kind="stable")
         cols = [Column("label", "Experiment"), Column("masks", "Masks")]
-        cols += [Column(k, v, "c") for k, v in COMPONENTS.items()]
+        cols += [Column(k, v, "c") for k, v in comps.items()]
         cols += [Column(c, h, "r") for c, h in _LAST_QUALITY_HEADERS.items()]
 
         def cells(r: Any) -> dict:
             label: Rich = (Code(str(r["experiment"])),) if r["method"] in switched else _label_cell(r)
             c: Dict[str, Any] = {"label": label, "masks": Code(str(r["masks"]))}
-            c.update({k: _component_cell(r["method"], k, r[k]) for k in COMPONENTS})
+            c.update({k: _component_cell(r["method"], k, r[k]) for k in comps})
             clusters = r["supervision"] == "unsupervised"  # supervised and untrained rows have no pseudo-labels
             c.update({col: Metric(r.get(f"{col}_mean"), r.get(f"{col}_std")) if clusters else None
                       for col in _LAST_QUALITY_HEADERS})
             return c
 
-        out.append(_ablation_table(agg, d, sub, f"{components_subject()} components", "ablation-components", cols,
+        out.append(_ablation_table(agg, d, sub, f"{subject} components", "ablation-components", cols,
                                    ["experiment", "masks"], cells, metrics, note=_QUALITY_NOTE))
     return out
 
@@ -433,8 +435,12 @@ def published_table(entries: Sequence[PublishedEntry], metrics: Sequence[str] = 
                  sections=[Section(groups=list(groups.values()))])
 
 
-_CSV_IDENTITY = ["dataset", "protocol", "headline", "short", "description", "group", "label", "experiment",
-                 "method", "supervision", "masks", "mask_source", "mask_mode", *COMPONENTS, "n", "seeds"]
+def _csv_identity(frame: pd.DataFrame) -> List[str]:
+    """The identity columns of a table's CSV: the component switches of the methods it has runs of."""
+    return ["dataset", "protocol", "headline", "short", "description", "group", "label", "experiment", "method",
+            "supervision", "masks", "mask_source", "mask_mode", *(k for k in COMPONENTS if k in frame), "n", "seeds"]
+
+
 _CSV_COUNTS = ["num_queries", "num_valid_queries", "num_skipped_queries", "num_gallery", "num_trials",
                "eval_metric", "rerank", "flip"]
 _CSV_PUBLISHED = ["status", "kind", "source", "reported_protocol", "note"]
@@ -448,7 +454,7 @@ def results_csv(agg: pd.DataFrame, published: Sequence[PublishedEntry] = (),
     protocol present in ``agg``); entries with no protocol of ours are left out of this file.
     """
     stats = [f"{k}_{s}" for k in METRIC_KEYS for s in ("mean", "std", "n")]
-    runs = agg.reindex(columns=_CSV_IDENTITY + stats + _CSV_COUNTS).copy()
+    runs = agg.reindex(columns=_csv_identity(agg) + stats + _CSV_COUNTS).copy()
     for c in _CSV_PUBLISHED:
         runs[c] = ""
     if not published:
@@ -482,7 +488,7 @@ def ablation_csv(agg: pd.DataFrame, kind: str) -> pd.DataFrame:
     stats = [f"{k}_{s}" for k in METRIC_KEYS for s in ("mean", "std", "n")]
     if kind == "components":
         stats += [f"{c}_{s}" for c in _LAST_QUALITY_HEADERS for s in ("mean", "std")]
-    return sub.reindex(columns=_CSV_IDENTITY + stats + _CSV_COUNTS).reset_index(drop=True)
+    return sub.reindex(columns=_csv_identity(sub) + stats + _CSV_COUNTS).reset_index(drop=True)
 
 
 def write_table_files(out_dir: os.PathLike | str, stem: str, tables: Sequence[Table], frame: pd.DataFrame,
