@@ -3,13 +3,57 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYOUTS = Path(__file__).parent / "data" / "dataset_layouts.txt"
+
+#: Folders of the checkout a test run may write (interpreter and tool caches) or that are not the project's.
+_SCRATCH = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache"}
+
+
+def checkout_snapshot(root: Path) -> Dict[str, Tuple[int, int]]:
+    """Every file of the checkout at ``root`` (relative path -> (size, mtime_ns)), caches left out."""
+    out: Dict[str, Tuple[int, int]] = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in _SCRATCH and not d.endswith(".egg-info")]
+        for name in files:
+            path = Path(folder) / name
+            with contextlib.suppress(OSError):
+                st = path.lstat()
+                out[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def checkout_changes(before: Dict[str, Tuple[int, int]], after: Dict[str, Tuple[int, int]]) -> List[str]:
+    """Files created, changed or deleted between two snapshots, each as ``created|changed|deleted: path``."""
+    out = [f"created: {p}" for p in sorted(after.keys() - before.keys())]
+    out += [f"changed: {p}" for p in sorted(before.keys() & after.keys()) if before[p] != after[p]]
+    out += [f"deleted: {p}" for p in sorted(before.keys() - after.keys())]
+    return out
+
+
+_BEFORE: Optional[Dict[str, Tuple[int, int]]] = None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _BEFORE
+    _BEFORE = checkout_snapshot(ROOT)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A test run leaves the checkout as it found it: tests work in temporary folders (issue #27)."""
+    if _BEFORE is None or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    changes = checkout_changes(_BEFORE, checkout_snapshot(ROOT))
+    if changes:
+        shown = "\n  ".join(changes[:20]) + (f"\n  ... and {len(changes) - 20} more" if len(changes) > 20 else "")
+        print(f"\nthe test run wrote into the checkout {ROOT} (a test must work in a temporary folder):\n  {shown}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def layout_paths() -> Dict[str, List[str]]:

@@ -381,9 +381,12 @@ def _workdir(tmp_path: Path, masks: Dict[str, Any], datasets=("synthcc",)) -> Pa
     return wd
 
 
-def test_dry_run_of_the_default_config_shows_parse_and_quality_jobs():
-    proc = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "-n", "--quiet", "rules"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+def test_dry_run_of_the_default_config_shows_parse_and_quality_jobs(tmp_path):
+    # the repository's config.yaml in an empty working folder: what a fresh checkout plans, whatever has run here
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    proc = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "-s", str(ROOT / "Snakefile"),
+                           "--directory", str(tmp_path), "-n", "--quiet", "rules"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr, flags=re.M))
     assert int(counts["parse"]) >= 1 and int(counts["mask_quality"]) == 1
