@@ -70,6 +70,20 @@ def layout_paths() -> Dict[str, List[str]]:
     return sections
 
 
+def assert_trained_alike(a: Path, b: Path) -> None:
+    """The run folders ``a`` and ``b`` hold the same model.pt weights, bit for bit, and the same train_log.csv
+    but for its timing columns: what an interrupted and resumed run must give against an uninterrupted one."""
+    import pandas as pd
+    import torch
+
+    wa = torch.load(a / "model.pt", weights_only=True)["state_dict"]
+    wb = torch.load(b / "model.pt", weights_only=True)["state_dict"]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    timing = ["cluster_s", "epoch_s"]
+    pd.testing.assert_frame_equal(pd.read_csv(a / "train_log.csv").drop(columns=timing),
+                                  pd.read_csv(b / "train_log.csv").drop(columns=timing))
+
+
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return ROOT

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from conftest import assert_trained_alike
+
 from maskcl.methods import get_method
 from maskcl.models.memory import InstanceMemory
 from maskcl.models.images import seeded
@@ -417,7 +419,6 @@ def test_cacl_trains_through_the_engine_and_exports_the_rgb_backbone(tiny_run):
 
 
 def test_cacl_stopped_after_epoch_0_resumes_to_the_uninterrupted_run(tiny_run):
-    import pandas as pd
 
     work, data, _, _ = tiny_run
     first = _engine_train(work, "resumed", data, stop_after_epoch=0)
@@ -425,12 +426,7 @@ def test_cacl_stopped_after_epoch_0_resumes_to_the_uninterrupted_run(tiny_run):
     assert (work / "resumed" / "state" / "checkpoint.pt").is_file()
     again = _engine_train(work, "resumed", data)
     assert again.resumed_from == 1 and again.epochs_run == 1
-    a = torch.load(work / "full" / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(work / "resumed" / "model.pt", weights_only=True)["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    timing = ["cluster_s", "epoch_s"]
-    pd.testing.assert_frame_equal(pd.read_csv(work / "full" / "train_log.csv").drop(columns=timing),
-                                  pd.read_csv(work / "resumed" / "train_log.csv").drop(columns=timing))
+    assert_trained_alike(work / "full", work / "resumed")
 
 
 def test_an_eps_gap_the_refinement_cannot_run_is_refused_when_the_method_is_built(tiny_run):

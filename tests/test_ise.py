@@ -20,6 +20,8 @@ import math
 import pytest
 import torch
 
+from conftest import assert_trained_alike
+
 from maskcl.models.memory import ClusterMemory
 from maskcl.training.methods import ise
 
@@ -421,19 +423,13 @@ def test_ise_trains_through_the_engine_and_its_model_is_evaluated(tiny):
 
 @pytest.mark.slow
 def test_ise_resumes_exactly_after_an_epoch(tiny):
-    import pandas as pd
 
     _engine_run(tiny, "whole")
     cut = _engine_run(tiny, "cut", stop_after_epoch=0)
     assert cut.epochs_run == 1 and not (tiny / "cut" / "model.pt").exists()
     again = _engine_run(tiny, "cut")
     assert again.resumed_from == 1 and again.epochs_run == 1
-    a = torch.load(tiny / "whole" / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(tiny / "cut" / "model.pt", weights_only=True)["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    timing = ["cluster_s", "epoch_s"]
-    pd.testing.assert_frame_equal(pd.read_csv(tiny / "whole" / "train_log.csv").drop(columns=timing),
-                                  pd.read_csv(tiny / "cut" / "train_log.csv").drop(columns=timing))
+    assert_trained_alike(tiny / "whole", tiny / "cut")
 
 
 def test_ise_lambda_follows_the_global_step(tiny):

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
-from conftest import TRAIN_RUNNER, build_tiny_synthcc
+from conftest import TRAIN_RUNNER, assert_trained_alike, build_tiny_synthcc
 
 pytestmark = pytest.mark.slow
 
@@ -84,10 +83,5 @@ def test_killed_training_resumes_and_matches_uninterrupted_run(tiny):
     assert "starting maskcl from scratch" not in text
     assert not (work / "killed" / "state").exists()
 
-    a = torch.load(work / "uninterrupted" / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(work / "killed" / "model.pt", weights_only=True)["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    pd.testing.assert_frame_equal(pd.read_csv(work / "uninterrupted" / "train_log.csv").drop(
-        columns=["cluster_s", "epoch_s"]), pd.read_csv(work / "killed" / "train_log.csv").drop(
-        columns=["cluster_s", "epoch_s"]))
+    assert_trained_alike(work / "uninterrupted", work / "killed")
     assert _evaluate(work, "uninterrupted") == _evaluate(work, "killed")
