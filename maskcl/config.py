@@ -470,10 +470,24 @@ def section_defaults(section: str) -> Dict[str, Any]:
     return {k: copy.deepcopy(v["default"]) for k, v in props.items() if "default" in v}
 
 
+def dataset_preset(dataset: str) -> Dict[str, Any]:
+    """The official ``run_code.sh`` train values of ``dataset`` (``ReIDDataset.train_preset``); none for an
+    unknown name (start-up names it elsewhere)."""
+    from .datasets import DATASETS  # lazily: the dataset package imports pandas
+
+    return copy.deepcopy(dict(DATASETS.get(dataset).train_preset)) if dataset in DATASETS else {}
+
+
 def _train_layers(config: Mapping[str, Any], dataset: str, experiment: str) -> Iterator[Tuple[str, Mapping[str, Any]]]:
-    """The ``train`` layers of one run, lowest precedence first, each with the key path it is written at."""
+    """The ``train`` layers of one run, lowest precedence first, each with the key path it is written at.
+
+    The dataset's official preset sits under the user's ``dataset_overrides`` block, key by key, and is
+    named by the key that changes it.
+    """
+    overrides = f"dataset_overrides.{dataset}.train"
     yield "train", config.get("train", {})
-    yield f"dataset_overrides.{dataset}.train", config.get("dataset_overrides", {}).get(dataset, {}).get("train", {})
+    yield overrides, dataset_preset(dataset)
+    yield overrides, config.get("dataset_overrides", {}).get(dataset, {}).get("train", {})
     yield f"experiments.{experiment}.train", config["experiments"][experiment].get("train", {})
 
 
@@ -659,16 +673,15 @@ def check_rules(config: Mapping[str, Any], source: str = "config.yaml") -> None:
 
 
 def train_settings(config: Mapping[str, Any], dataset: str, experiment: str) -> Dict[str, Any]:
-    """Schema defaults < config ``train`` < ``dataset_overrides[dataset].train`` < experiment overrides."""
+    """Schema defaults < config ``train`` < the dataset's official preset < ``dataset_overrides[dataset].train``
+    < experiment overrides (:func:`_train_layers`)."""
     if experiment not in config.get("experiments", {}):
         known = ", ".join(sorted(config.get("experiments", {})))
         raise ConfigError(f"config.yaml: experiments.{experiment} is not defined; known experiments: {known}")
     out = section_defaults("train")
-    out.update(copy.deepcopy(dict(config.get("train", {}))))
-    out.update(copy.deepcopy(dict(config.get("dataset_overrides", {}).get(dataset, {}).get("train", {}))))
-    exp = config["experiments"][experiment]
-    out.update(copy.deepcopy(dict(exp.get("train", {}))))
-    out["method"] = exp["method"]
+    for _, layer in _train_layers(config, dataset, experiment):
+        out.update(copy.deepcopy(dict(layer)))
+    out["method"] = config["experiments"][experiment]["method"]
     return out
 
 

@@ -13,6 +13,7 @@ from typing import Dict, List, Set, Tuple
 
 import pandas as pd
 import pytest
+from jsonschema import Draft202012Validator
 
 from conftest import layout_paths
 from maskcl.datasets import (DATASETS, MANIFEST_COLUMNS, dataset_splits, get_dataset, list_datasets, load_dataset,
@@ -117,12 +118,18 @@ def test_schema_dataset_names_match_registry():
     assert set(data["sources"]["propertyNames"]["enum"]) == downloaded
     for name in registered - downloaded:  # generated datasets take their parameters from data.<name>
         assert name in data, f"schema: add data.{name} (the generator's parameters)"
-    assert set(props["dataset_overrides"]["default"]) <= registered
+    assert props["dataset_overrides"]["default"] == {}  # the official presets live on the dataset classes
+    train = props["train"]["properties"]
+    for name in registered:  # each preset is valid train settings (run_code.sh's allknn and iters)
+        preset = DATASETS.get(name).train_preset
+        assert set(preset) <= {"allknn", "iters"}, name
+        for key, value in preset.items():
+            assert not list(Draft202012Validator(train[key]).iter_errors(value)), (name, key, value)
 
 
 #: Facts every dataset class states itself (declared without a value on ``ReIDDataset``).
 FACTS = {"display_name": str, "protocols": tuple, "headline_protocol": str, "comparison_protocols": tuple,
-         "ground_truth_parsing": bool, "generated": bool}
+         "train_preset": dict, "ground_truth_parsing": bool, "generated": bool}
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS.names()))

@@ -61,6 +61,23 @@ def _dataset_override(dataset: str, block: Dict[str, Any]) -> Callable:
 
 # ------------------------------------------------------------------------- override sections, schema
 
+def test_overriding_one_dataset_keeps_every_other_official_preset():
+    from maskcl.config import train_origins, train_settings
+
+    cfg = validate_config(_broken(lambda c: c.update(datasets=["synthcc", "ltcc", "prcc"],
+                                                      dataset_overrides={"ltcc": {"train": {"allknn": 4}}})))
+    # the user's key wins; the other key of the same preset (iters) and the other datasets' presets stay
+    ltcc = train_settings(cfg, "ltcc", "maskcl")
+    assert (ltcc["allknn"], ltcc["iters"]) == (4, 200)
+    assert train_settings(cfg, "prcc", "maskcl")["allknn"] == 5
+    assert train_settings(cfg, "synthcc", "maskcl")["allknn"] == 3
+    # a preset key is named by the key that changes it; the top-level train is under every preset
+    cfg["train"]["allknn"] = 7
+    assert train_settings(cfg, "prcc", "maskcl")["allknn"] == 5
+    assert train_origins(cfg, "prcc", "maskcl")["allknn"] == "dataset_overrides.prcc.train.allknn"
+    assert train_origins(cfg, "prcc", "maskcl")["lr"] == "train.lr"
+
+
 def test_wrong_type_in_experiment_override():
     msg = _error(_broken(_experiment({"epochs": "ten"})))
     assert msg.startswith("config.yaml: key experiments.maskcl.train.epochs: 'ten' is not of type 'integer'")

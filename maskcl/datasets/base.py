@@ -181,6 +181,9 @@ class ReIDDataset:
     #: The protocols the field's comparison table prints for this dataset: the headline, then the
     #: general (or same-clothes) setting papers put beside it, where the headline is not already it.
     comparison_protocols: ClassVar[Tuple[str, ...]]
+    #: The official ``run_code.sh`` train values for this dataset (its ``allknn``, ``iters``): a layer
+    #: between the config's ``train`` and its ``dataset_overrides.<dataset>.train``, merged key by key.
+    train_preset: ClassVar[Mapping[str, Any]]
     #: True when every image comes with a ground-truth label map (the ``parsing`` column), so the
     #: ``groundtruth`` mask source and the mask-quality table apply.
     ground_truth_parsing: ClassVar[bool]

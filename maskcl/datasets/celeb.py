@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import ClassVar, Dict, Optional, Tuple
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple
 
 import pandas as pd
 
@@ -107,6 +107,7 @@ class CelebReID(_Celeb):
     protocols: ClassVar[Tuple[Protocol, ...]] = celeb_protocols("Celeb-reID")
     headline_protocol: ClassVar[str] = "general"
     comparison_protocols: ClassVar[Tuple[str, ...]] = ("general",)  # its one protocol
+    train_preset: ClassVar[Mapping[str, Any]] = {"allknn": 10}
     ground_truth_parsing: ClassVar[bool] = False
     generated: ClassVar[bool] = False
     official: ClassVar[Dict[str, SplitStats]] = {
@@ -127,6 +128,7 @@ class CelebReIDLight(_Celeb):
     protocols: ClassVar[Tuple[Protocol, ...]] = celeb_protocols("Celeb-reID-light")
     headline_protocol: ClassVar[str] = "general"
     comparison_protocols: ClassVar[Tuple[str, ...]] = ("general",)  # its one protocol
+    train_preset: ClassVar[Mapping[str, Any]] = {"iters": 200, "allknn": 10}
     ground_truth_parsing: ClassVar[bool] = False
     generated: ClassVar[bool] = False
     official: ClassVar[Dict[str, SplitStats]] = {

@@ -23,7 +23,7 @@ Access: sign DeepChangeAccessAgreement.pdf and email it (see https://github.com/
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Dict, List, Tuple
+from typing import Any, ClassVar, Dict, List, Mapping, Tuple
 
 import pandas as pd
 
@@ -74,6 +74,7 @@ class DeepChange(ReIDDataset):
     )
     headline_protocol: ClassVar[str] = "test"
     comparison_protocols: ClassVar[Tuple[str, ...]] = ("test",)
+    train_preset: ClassVar[Mapping[str, Any]] = {}  # run_code.sh has no DeepChange line
     ground_truth_parsing: ClassVar[bool] = False
     generated: ClassVar[bool] = False
 

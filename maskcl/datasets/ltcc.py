@@ -17,7 +17,7 @@ that file it is derived (the identity shows more than one outfit within its spli
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Dict, Optional, Set, Tuple
+from typing import Any, ClassVar, Dict, Mapping, Optional, Set, Tuple
 
 import pandas as pd
 
@@ -69,6 +69,7 @@ class LTCC(ReIDDataset):
     protocols: ClassVar[Tuple[Protocol, ...]] = ltcc_protocols("LTCC")
     headline_protocol: ClassVar[str] = "cc"
     comparison_protocols: ClassVar[Tuple[str, ...]] = ("cc", "general")
+    train_preset: ClassVar[Mapping[str, Any]] = {"iters": 200, "allknn": 10}
     ground_truth_parsing: ClassVar[bool] = False
     generated: ClassVar[bool] = False
 

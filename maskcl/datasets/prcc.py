@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import ClassVar, Dict, Tuple
+from typing import Any, ClassVar, Dict, Mapping, Tuple
 
 import pandas as pd
 
@@ -83,6 +83,7 @@ class PRCC(ReIDDataset):
     )
     headline_protocol: ClassVar[str] = "cc_multishot"
     comparison_protocols: ClassVar[Tuple[str, ...]] = ("cc_multishot", "sc_multishot")
+    train_preset: ClassVar[Mapping[str, Any]] = {"allknn": 5}
     ground_truth_parsing: ClassVar[bool] = False
     generated: ClassVar[bool] = False
 

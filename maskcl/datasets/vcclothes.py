@@ -16,7 +16,7 @@ query 1,020, gallery 8,591.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Dict, Tuple
+from typing import Any, ClassVar, Dict, Mapping, Tuple
 
 import pandas as pd
 
@@ -61,6 +61,7 @@ class VCClothes(ReIDDataset):
     )
     headline_protocol: ClassVar[str] = "cc"
     comparison_protocols: ClassVar[Tuple[str, ...]] = ("cc", "general")
+    train_preset: ClassVar[Mapping[str, Any]] = {"iters": 200, "allknn": 3}
     ground_truth_parsing: ClassVar[bool] = False
     generated: ClassVar[bool] = False
 

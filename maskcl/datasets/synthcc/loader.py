@@ -44,6 +44,7 @@ class SynthCC(LTCC):
     protocols: ClassVar[Tuple[Protocol, ...]] = ltcc_protocols("SynthCC")
     headline_protocol: ClassVar[str] = "cc"
     comparison_protocols: ClassVar[Tuple[str, ...]] = ("cc", "general")
+    train_preset: ClassVar[Mapping[str, Any]] = {"allknn": 3}  # 3 outfits per identity, synthetic: VC-Clothes' (docs/training.md)
     ground_truth_parsing: ClassVar[bool] = True
     generated: ClassVar[bool] = True
 
