@@ -136,8 +136,8 @@ def e2e_benchmark(arch: str, iters: int, workers: int, out_dir: Path, preset: st
     data = train_data_from_manifest(df, index, "silhouette")
     rows = {}
     for method in ("maskcl", "clustercontrast"):
-        s = TrainSettings(method=method, arch=arch, pretrained="none", epochs=1, iters=iters, workers=workers,
-                          allknn=0)
+        s = TrainSettings.from_dict(dict(method=method, arch=arch, pretrained="none", epochs=1, iters=iters,
+                                         workers=workers, allknn=0))
         t1 = time.perf_counter()
         res = train(s, data, seed=0, out_model=str(out_dir / f"{method}.pt"),
                     out_log=str(out_dir / f"{method}.csv"), state_dir=str(out_dir / f"state_{method}"),

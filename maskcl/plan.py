@@ -268,8 +268,8 @@ def _warmup(config: Mapping[str, Any], dataset: str, settings: Mapping[str, Any]
     """The warm-up a run with ``settings`` (``pretrained: ssl``) starts from; settings as the pretrain job gets them."""
     arch, height, width = settings["arch"], int(settings["height"]), int(settings["width"])
     pre = {k: v for k, v in config["pretrain"].items() if k != "seed"}
-    job = {**pre, "arch": arch, "height": height, "width": width, "workers": config["train"].get("workers", 4),
-           "device": config["train"].get("device", "auto")}
+    job = {**pre, "arch": arch, "height": height, "width": width, "workers": config["train"]["workers"],
+           "device": config["train"]["device"]}
     return Warmup(dataset=dataset, arch=arch, height=height, width=width, settings=MappingProxyType(job),
                   seed=int(config["pretrain"]["seed"]))
 

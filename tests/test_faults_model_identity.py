@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = "results/synthcc/runs/maskcl/groundtruth-silhouette/seed0/model.pt"
 RETRAIN = f"rebuild it by retraining this run: snakemake --cores all --forcerun {MODEL}"
 #: The run's settings as the plan merges them (the tiny test config's values that matter here).
-PLAN = TrainSettings(method="maskcl", arch="resnet18", pretrained="none", height=64, width=32, workers=0,
-                     device="cpu").to_dict()
+PLAN = TrainSettings.from_dict(dict(method="maskcl", arch="resnet18", pretrained="none", height=64, width=32,
+                                    workers=0, device="cpu")).to_dict()
 
 pristine, ws = upstream.pristine, upstream.ws
 

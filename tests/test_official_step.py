@@ -30,7 +30,7 @@ from maskcl.training.neighbours import centroid_neighbours, curriculum_k
 from maskcl.training.sampler import pk_indices
 from maskcl.training.settings import TrainSettings
 
-OFFICIAL = TrainSettings()
+OFFICIAL = TrainSettings.defaults()
 
 
 def test_defaults_are_the_official_step():

@@ -54,7 +54,7 @@ SMALL = dict(arch="resnet18", height=32, width=16, epochs=2, batch_size=8, worke
 
 def test_warm_up_writes_weights_the_backbone_loads_and_is_deterministic(tmp_path):
     paths = _images(tmp_path, 16)
-    s = PretrainSettings(**SMALL)
+    s = PretrainSettings.from_dict(SMALL)
     rows = pretrain_ssl(paths, s, seed=3, out_path=str(tmp_path / "a.pt"), threads=1, progress=False)
     assert [r["epoch"] for r in rows] == [1, 2] and all(math.isfinite(r["loss"]) for r in rows)
     pretrain_ssl(paths, s, seed=3, out_path=str(tmp_path / "b.pt"), threads=1, progress=False)
@@ -75,7 +75,7 @@ def test_warm_up_writes_weights_the_backbone_loads_and_is_deterministic(tmp_path
 def test_batch_larger_than_the_data_is_a_config_error(tmp_path):
     paths = _images(tmp_path, 4)
     with pytest.raises(ConfigError, match="pretrain.batch_size 8 exceeds the 4 training images"):
-        pretrain_ssl(paths, PretrainSettings(**SMALL), seed=0, out_path=str(tmp_path / "w.pt"), progress=False)
+        pretrain_ssl(paths, PretrainSettings.from_dict(SMALL), seed=0, out_path=str(tmp_path / "w.pt"), progress=False)
     assert not (tmp_path / "w.pt").exists()
 
 

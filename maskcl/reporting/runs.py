@@ -130,7 +130,7 @@ def component_flags(settings: Mapping[str, Any], method: str) -> Dict[str, Any]:
     switches are not the run's components."""
     from ..training.settings import TrainSettings
 
-    defaults = TrainSettings()
+    defaults = TrainSettings.defaults()
     own = official_switches(method)
     return {k: type(switch.official)(settings.get(k, getattr(defaults, k)))
             for k, switch in switch_columns().items() if k in own}

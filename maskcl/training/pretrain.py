@@ -31,7 +31,7 @@ from tqdm import tqdm
 from ..hardware import training_hardware
 from ..errors import ConfigError
 from ..io import atomic_path
-from ..config import settings_from_dict
+from ..config import section_defaults, settings_from_dict
 from ..models.backbone import build_backbone
 from ..models.images import load_rgb
 from ..models.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -42,26 +42,37 @@ __all__ = ["PretrainSettings", "pretrain_ssl", "nt_xent_loss", "ssl_transform"]
 log = logging.getLogger(__name__)
 
 
+#: Keys of the warm-up job that are the runs' own ``train`` settings (the backbone, its input, the job's
+#: process): their defaults are the schema's ``train`` section's.
+_FROM_TRAIN = ("arch", "height", "width", "workers", "device")
+
+
 @dataclass
 class PretrainSettings:
-    arch: str = "resnet50"
-    height: int = 256
-    width: int = 128
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 1e-6
-    temperature: float = 0.2
-    proj_dim: int = 128
-    crop_scale: float = 0.3
-    jitter: float = 0.4
-    grayscale: float = 0.2
-    workers: int = 4
-    device: str = "auto"
+    """The warm-up job's settings; every default is the schema's (``pretrain``, and ``train`` for :data:`_FROM_TRAIN`)."""
+
+    arch: str
+    height: int
+    width: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    temperature: float
+    proj_dim: int
+    crop_scale: float
+    jitter: float
+    grayscale: float
+    workers: int
+    device: str
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "PretrainSettings":
-        return settings_from_dict(cls, values, "pretrain")
+        train = section_defaults("train")
+        merged = {**{k: train[k] for k in _FROM_TRAIN}, **section_defaults("pretrain")}
+        merged.pop("seed")  # the job's seed, not a setting of the record
+        merged.update(values)
+        return settings_from_dict(cls, merged, "pretrain")
 
 
 def ssl_transform(size: tuple, s: PretrainSettings) -> T.Compose:

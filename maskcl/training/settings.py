@@ -1,8 +1,8 @@
 """Training hyper-parameters as one typed record.
 
 Defaults are the official MaskCL code's (``CMC.py`` argparse defaults, ``run_code.sh`` turning on
-refinement); the JSON schema carries the same defaults, and ``config.yaml`` overrides them for the CPU
-SynthCC run. ``TrainSettings.from_dict`` refuses unknown keys with the list of known ones, and
+refinement), written once, in the JSON schema's ``train`` section; ``config.yaml`` overrides them for
+the CPU SynthCC run. ``TrainSettings.from_dict`` refuses unknown keys with the list of known ones, and
 :func:`check_settings` the process layouts ``world_size`` cannot honour; a job parses and checks its
 settings once (``maskcl.training.stage``), its DDP ranks only rebuild the record.
 """
@@ -15,81 +15,92 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Collection, Dict, Mapping, Optional, Tuple
 
-from ..config import settings_from_dict
+from ..config import section_defaults, settings_from_dict
 from ..errors import ConfigError
-from ..methods import DEFAULT_METHOD
+from ..methods import DEFAULT_METHOD, key_owners
 
 __all__ = ["TrainSettings", "check_settings", "RUN_EXEMPT", "SettingsDifference", "settings_difference"]
 
 
 @dataclass
 class TrainSettings:
-    method: str = DEFAULT_METHOD  # the method whose official code gives these defaults (MaskCL)
+    """Training settings of one run. Every default is the schema's ``train`` section (the official MaskCL
+    code's values), its one owner: build a record with :meth:`from_dict` or :meth:`defaults`."""
+
+    method: str  # default DEFAULT_METHOD, the method whose official code gives the schema's defaults (MaskCL)
     # backbone and input
-    arch: str = "resnet50"
-    pretrained: str = "imagenet"
-    pooling: str = "avg"
-    last_stride: int = 1
-    height: int = 256
-    width: int = 128
-    pad: int = 10
-    erasing: float = 0.5
+    arch: str
+    pretrained: str
+    pooling: str
+    last_stride: int
+    height: int
+    width: int
+    pad: int
+    erasing: float
     # optimisation
-    epochs: int = 60
-    iters: int = 400
-    batch_size: int = 64
-    num_instances: int = 4
-    sampler_replacement: str = "official"
-    lr: float = 3.5e-4
-    weight_decay: float = 5e-4
-    step_size: int = 20
-    gamma: float = 0.1
+    epochs: int
+    iters: int
+    batch_size: int
+    num_instances: int
+    sampler_replacement: str
+    lr: float
+    weight_decay: float
+    step_size: int
+    gamma: float
     # memories and losses
-    temp: float = 0.05
-    momentum: float = 0.2
-    focal_gamma: float = 4.0
-    allknn: int = 0
-    neighbour_loss: bool = True
-    neighbour_weights: str = "official"
-    neighbour_reduction: str = "official"
-    softmax_eps: float = 1e-6
-    crossview_loss: bool = True
-    mask_loss: bool = True
-    fusion_loss: bool = True
+    temp: float
+    momentum: float
+    focal_gamma: float
+    allknn: int
+    neighbour_loss: bool
+    neighbour_weights: str
+    neighbour_reduction: str
+    softmax_eps: float
+    crossview_loss: bool
+    mask_loss: bool
+    fusion_loss: bool
     # ISE (its official Market-1501 values)
-    ise_lambda_base: float = 1.0
-    ise_topk: int = 1
-    ise_use_support: bool = True
-    ise_supports_update: bool = True
-    ise_lp_weight: float = 0.1
-    ise_lp_temp: float = 0.6
-    ise_lp_negatives: str = "official"
-    ise_memory_update: str = "hard"
+    ise_lambda_base: float
+    ise_topk: int
+    ise_use_support: bool
+    ise_supports_update: bool
+    ise_lp_weight: float
+    ise_lp_temp: float
+    ise_lp_negatives: str
+    ise_memory_update: str
     # clustering
-    cluster_on: str = "rgb"
-    memory_refresh: bool = False
-    memory_init: str = "official"
-    eps: float = 0.6
-    eps_gap: float = 0.02
-    min_samples: int = 4
-    k1: int = 30
-    k2: int = 6
-    refine: bool = True
-    ratio_cluster: float = 1.0
-    knn_backend: str = "auto"
+    cluster_on: str
+    memory_refresh: bool
+    memory_init: str
+    eps: float
+    eps_gap: float
+    min_samples: int
+    k1: int
+    k2: int
+    refine: bool
+    ratio_cluster: float
+    knn_backend: str
     # execution
-    bn_groups: int = 1
-    amp: str = "off"
-    channels_last: str = "auto"
-    workers: int = 4
-    device: str = "auto"
-    world_size: int = 1  # torchrun DDP processes (GPUs) per job; maskcl.training.launch
-    dist_backend: str = "auto"
+    bn_groups: int
+    amp: str
+    channels_last: str
+    workers: int
+    device: str
+    world_size: int  # torchrun DDP processes (GPUs) per job; maskcl.training.launch
+    dist_backend: str
     extras: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainSettings":
-        return settings_from_dict(cls, values, "train", hidden={"extras"})
+        """The schema's ``train`` defaults (and the default method) overridden by ``values``."""
+        merged: Dict[str, Any] = {"method": DEFAULT_METHOD, **section_defaults("train")}
+        merged.update(values)
+        return settings_from_dict(cls, merged, "train", hidden={"extras"})
+
+    @classmethod
+    def defaults(cls) -> "TrainSettings":
+        """The schema's defaults: the official MaskCL recipe."""
+        return cls.from_dict({})
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -171,8 +182,10 @@ def settings_difference(recorded: Mapping[str, Any], expected: Mapping[str, Any]
     defaults fill what the dict leaves out, e.g. ``extras``); ``recorded`` (``TrainSettings.to_dict()``
     of the model, which holds every key of the version that trained it) is taken as it is: a key it
     lacks is a difference, because a setting added later need not have had its current default's
-    effect before it existed. Key order does not matter; :data:`RUN_EXEMPT` is skipped. ``only``
-    limits the comparison to those keys (an experiment's ``train`` overrides).
+    effect before it existed. Key order does not matter; :data:`RUN_EXEMPT` is skipped, and so is a
+    key only other methods read (``maskcl.methods.key_owners``: it changes nothing this run computes,
+    so adding a method does not make every other method's models foreign). ``only`` limits the
+    comparison to those keys (an experiment's ``train`` overrides).
     """
     names = [f.name for f in dataclasses.fields(TrainSettings)]
     unknown = [k for k in recorded if k not in names]
@@ -181,6 +194,9 @@ def settings_difference(recorded: Mapping[str, Any], expected: Mapping[str, Any]
     exp = TrainSettings.from_dict(expected).to_dict()
     for k in names:
         if k in RUN_EXEMPT or (only is not None and k not in only):
+            continue
+        owners = key_owners(k)
+        if owners and exp["method"] not in owners:
             continue
         if k not in recorded:
             return SettingsDifference(k, None, exp[k], kind="missing")
