@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Collection, Dict, Mapping, Optional, Tuple
 
-from ..config import section_defaults, settings_from_dict
+from ..config import check_train_rules, section_defaults, settings_from_dict
 from ..errors import ConfigError
 from ..methods import DEFAULT_METHOD, key_owners
 
@@ -112,34 +112,18 @@ class TrainSettings:
 
 
 def check_settings(s: TrainSettings) -> None:
-    """One-line errors for a ``world_size`` the batch, BatchNorm groups or device cannot honour.
+    """The start-up rules between train keys (``maskcl.config.check_train_rules``, their one owner) for settings
+    that reach a job without passing start-up (a library call, a benchmark): one-line errors for a
+    ``world_size`` the batch, BatchNorm groups or device cannot honour, and the rest of those rules.
 
     Raises
     ------
     ConfigError
-        ``batch_size`` not divisible into W equal slices (or into the BN groups), ``bn_groups`` not a
-        multiple of W, a single ``cuda:N`` device, or ``nccl`` on the CPU.
+        The first broken rule, naming the ``train`` keys.
     """
-    w = s.world_size
-    if w < 1:
-        raise ConfigError(f"config train.world_size is {w}; use 1 (one process) or the number of GPUs")
-    if w == 1:
-        return
-    if s.batch_size % w:
-        raise ConfigError(f"config train.batch_size ({s.batch_size}) must be divisible by train.world_size ({w}): "
-                          f"every GPU gets an equal contiguous slice of the batch")
-    if s.bn_groups > 1 and s.bn_groups % w:
-        raise ConfigError(f"config train.bn_groups ({s.bn_groups}) must be 1 or a multiple of train.world_size "
-                          f"({w}): each GPU normalises its slice in bn_groups/world_size groups")
-    groups = max(s.bn_groups, w)
-    if s.batch_size % groups:
-        raise ConfigError(f"config train.batch_size ({s.batch_size}) must be divisible by the {groups} BatchNorm "
-                          f"groups of train.bn_groups/train.world_size")
-    if s.device.startswith("cuda:"):
-        raise ConfigError(f"config train.device is {s.device} (one GPU) but train.world_size is {w}; use auto or "
-                          f"cuda, and restrict GPUs with CUDA_VISIBLE_DEVICES")
-    if s.device == "cpu" and s.dist_backend == "nccl":
-        raise ConfigError("config train.dist_backend is nccl but train.device is cpu; use auto or gloo")
+    if s.world_size < 1:
+        raise ConfigError(f"config train.world_size is {s.world_size}; use 1 (one process) or the number of GPUs")
+    check_train_rules(s.to_dict(), {}, s.method)
 
 
 #: Settings a trained model does not depend on, so a model recording another value is still the run's:
