@@ -24,6 +24,7 @@ import yaml
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from .errors import ConfigError
+from .layout import RESULTS
 from .methods import get_method, key_owners, switch_owners
 
 __all__ = ["load_schema", "validate_config", "load_config", "read_config_file", "check_config_files",
@@ -513,7 +514,7 @@ def _check_names(config: Mapping[str, Any], blame: Callable[..., str]) -> None:
         if other != name:
             raise ConfigError(f"{blame(('experiments',), name)}: key experiments.{name}: the name differs from "
                               f"experiments.{other} only in case, and on a case-insensitive file system (macOS, "
-                              f"Windows) both would write results/<dataset>/runs/{other.lower()}; rename one")
+                              f"Windows) both would write {RESULTS}/<dataset>/runs/{other.lower()}; rename one")
 
 
 def _check_override_datasets(config: Mapping[str, Any], blame: Callable[..., str]) -> None:

@@ -6,9 +6,7 @@ warm-up backbone, and every input and params function of the rules looks a recor
 wildcards. Settings travel one way, config → record → path: a path component such as
 ``groundtruth-silhouette`` is written from a record and never parsed back into a setting.
 
-The second half is the tables stage's output layout (:data:`TABLES`, :data:`FIGURES`), the one list
-the ``tables`` rule declares (with its report entries) and ``maskcl.reporting`` writes; it lives here
-because the rule file is parsed by Snakemake, which should not import the plotting stack to read it.
+The tables stage's output layout (``TABLES``, ``FIGURES``) is ``maskcl.layout``'s, re-exported here.
 """
 
 from __future__ import annotations
@@ -16,13 +14,14 @@ from __future__ import annotations
 import copy
 import importlib.util
 import re
-import string
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .config import load_schema, train_settings
 from .errors import ConfigError, MaskCLError
+from .layout import (FIGURE_KINDS, FIGURES, MASK_INDEX, PRETRAIN, RESULTS, RUN_DIR, STATE_DIR, TABLE_FORMATS,
+                     TABLE_STEMS, TABLES, FigureEntry, TableEntry, fill, tables_outputs)
 from .methods import get_method
 
 __all__ = ["NO_MASKS", "Warmup", "ExperimentRecord", "RunRecord", "Plan", "build_plan",
@@ -50,7 +49,7 @@ def _component(value: Any, what: str) -> str:
     text = str(value)
     if not _COMPONENT.fullmatch(text):
         shown = text if len(text) <= 40 else text[:40] + "..."
-        raise ConfigError(f"{what} {shown!r} cannot be a folder name under results/: use letters, digits, _ and -, "
+        raise ConfigError(f"{what} {shown!r} cannot be a folder name under {RESULTS}/: use letters, digits, _ and -, "
                           f"starting with a letter or digit, at most 64 characters")
     return text
 
@@ -85,7 +84,7 @@ class Warmup:
 
     @property
     def path(self) -> str:
-        return f"results/{self.dataset}/pretrain/{self.name}/backbone.pt"
+        return fill(PRETRAIN, dataset=self.dataset, backbone=self.name)
 
     def params(self) -> Dict[str, Any]:
         """The ``pretrain`` rule's ``job`` params (a fresh copy per call)."""
@@ -150,17 +149,17 @@ class RunRecord:
 
     @property
     def run_dir(self) -> str:
-        return f"results/{self.dataset}/runs/{self.experiment}/{self.masks}/seed{self.seed}"
+        return fill(RUN_DIR, dataset=self.dataset, experiment=self.experiment, masks=self.masks, seed=self.seed)
 
     @property
     def state_dir(self) -> str:
         """Resumable training state, outside the declared outputs (Snakemake deletes those on failure)."""
-        return f"results/{self.dataset}/state/{self.experiment}/{self.masks}/seed{self.seed}"
+        return fill(STATE_DIR, dataset=self.dataset, experiment=self.experiment, masks=self.masks, seed=self.seed)
 
     @property
     def mask_index(self) -> Optional[str]:
         """The mask index the run trains with (None for RGB-only methods)."""
-        return None if self.mask_source is None else f"results/{self.dataset}/masks/{self.mask_source}/index.csv"
+        return None if self.mask_source is None else fill(MASK_INDEX, dataset=self.dataset, source=self.mask_source)
 
     def file(self, name: str) -> str:
         """A file of the run folder (``model.pt``, ``metrics.json``, ...)."""
@@ -205,7 +204,7 @@ class Plan:
         key = (str(dataset), str(name))
         if key not in self.warmups:
             known = ", ".join(w.path for w in self.warmups.values()) or "none (no run has train.pretrained: ssl)"
-            raise ConfigError(f"results/{dataset}/pretrain/{name}/backbone.pt: no run of the config starts from "
+            raise ConfigError(f"{fill(PRETRAIN, dataset=dataset, backbone=name)}: no run of the config starts from "
                               f"this warm-up; planned warm-ups: {known}")
         return self.warmups[key]
 
@@ -322,77 +321,3 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
     return Plan(datasets=datasets, seeds=seeds, experiments=MappingProxyType(experiments),
                 runs=MappingProxyType(runs), warmups=MappingProxyType(warmups),
                 mask_sources=MappingProxyType(mask_sources), ground_truth=ground_truth)
-
-
-# --------------------------------------------------------------------------- tables stage: the layout
-
-#: Table file formats and their report labels.
-TABLE_FORMATS: Mapping[str, str] = MappingProxyType({"md": "Markdown", "tex": "LaTeX", "csv": "CSV"})
-
-
-@dataclass(frozen=True)
-class TableEntry:
-    """``results/tables/{stem}.{ext}`` per format; caption ``report/{stem}.rst``."""
-
-    stem: str
-    subcategory: str
-    formats: Tuple[str, ...] = tuple(TABLE_FORMATS)
-
-
-@dataclass(frozen=True)
-class FigureEntry:
-    """The folder ``results/figures/{kind}/`` of PNGs named by ``pattern``; caption ``report/{kind}.rst``."""
-
-    kind: str
-    pattern: str
-    subcategory: str
-
-    @property
-    def wildcards(self) -> Tuple[str, ...]:
-        """The pattern's wildcards in order (the report labels each figure by them)."""
-        return tuple(f for _, f, _, _ in string.Formatter().parse(self.pattern) if f)
-
-
-#: Every table the tables stage writes, in the rule's (and the report's) order.
-TABLES: Tuple[TableEntry, ...] = (
-    TableEntry("results", "All protocols"),
-    TableEntry("headline", "Headline protocol"),
-    TableEntry("comparison", "Comparison of methods"),
-    TableEntry("ablation_masks", "Ablation: mask source and mode"),
-    TableEntry("ablation_methods", "Ablation: methods"),
-    TableEntry("ablation_components", "Ablation: method components"),
-    TableEntry("published", "Published numbers"),
-    TableEntry("runs", "Every run and seed", ("csv",)),
-)
-#: Every figure folder the tables stage writes.
-FIGURES: Tuple[FigureEntry, ...] = (
-    FigureEntry("cmc", "{dataset}/{protocol}.png", "CMC curves"),
-    FigureEntry("retrieval", "{dataset}/{experiment}/{masks}/seed{seed}/{protocol}.png", "Retrieval grids"),
-    FigureEntry("training", "{dataset}/{experiment}/{masks}.png", "Training curves"),
-    FigureEntry("pseudo_labels", "{dataset}.png", "Pseudo-label quality"),
-    FigureEntry("masks", "{dataset}/{source}.png", "Mask overlays"),
-    FigureEntry("datasets", "{dataset}.png", "Datasets"),
-)
-#: Tables written as .md, .tex and .csv (``runs.csv`` is CSV only), and the figure folders.
-TABLE_STEMS: Tuple[str, ...] = tuple(t.stem for t in TABLES if t.formats == tuple(TABLE_FORMATS))
-FIGURE_KINDS: Tuple[str, ...] = tuple(f.kind for f in FIGURES)
-
-
-def tables_outputs(report: Callable[..., Any], directory: Callable[..., Any],
-                   captions: str = "../report") -> Dict[str, Any]:
-    """The tables rule's named outputs (``results_md``, ..., ``runs_csv``, ``cmc``, ...), each marked for the report.
-
-    Snakemake's ``report`` and ``directory`` flags are passed in (this package does not import
-    Snakemake); ``captions`` is the caption folder relative to the rule file.
-    """
-    out: Dict[str, Any] = {}
-    for t in TABLES:
-        for ext in t.formats:
-            out[f"{t.stem}_{ext}"] = report(f"results/tables/{t.stem}.{ext}", caption=f"{captions}/{t.stem}.rst",
-                                            category="Tables", subcategory=t.subcategory,
-                                            labels={"table": t.stem, "format": TABLE_FORMATS[ext]})
-    for f in FIGURES:
-        out[f.kind] = report(directory(f"results/figures/{f.kind}"), patterns=[f.pattern],
-                             caption=f"{captions}/{f.kind}.rst", category="Figures", subcategory=f.subcategory,
-                             labels={w: f"{{{w}}}" for w in f.wildcards})
-    return out

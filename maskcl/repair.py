@@ -10,16 +10,17 @@ recorded digests; an extracted dataset is re-extracted once its folder is delete
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Optional, Union
+
+from .layout import EXTRACT_MARKER, MANIFEST, RESULTS, RUN_MODEL, SYNTHCC_META, fill, pattern_regex
 
 __all__ = ["force_command", "shown_path", "workflow_target", "manifest_target", "model_repair_hint",
            "dataset_repair_hint"]
 
 PathLike = Union[str, os.PathLike]
 
-_MODEL = re.compile(r"^results/[^/]+/runs/[^/]+/[^/]+/seed\d+/model\.pt$")
+_MODEL = pattern_regex(RUN_MODEL)
 _DEPTH = 8  # how far above an image to look for its dataset's root
 
 
@@ -52,12 +53,12 @@ def workflow_target(path: PathLike) -> Optional[str]:
         except ValueError:
             return None
     rel = p.as_posix()
-    return rel if rel.startswith("results/") and ".." not in p.parts else None
+    return rel if rel.startswith(f"{RESULTS}/") and ".." not in p.parts else None
 
 
 def manifest_target(dataset: str) -> str:
     """The download rule's manifest for ``dataset`` (the target that reruns its download job)."""
-    return f"results/{dataset}/manifest.csv"
+    return fill(MANIFEST, dataset=dataset)
 
 
 def model_repair_hint(path: PathLike) -> str:
@@ -77,12 +78,9 @@ def dataset_repair_hint(path: PathLike) -> str:
       rerun the download job, which extracts the cached archive again;
     * a folder used in place: only the user has the original.
     """
-    from .datasets.synthcc.generate import META
-    from .download.extract import EXTRACT_MARKER
-
     p = Path(os.path.abspath(path))
     for parent in list(p.parents)[:_DEPTH]:
-        if (parent / META).is_file():
+        if (parent / SYNTHCC_META).is_file():
             return f"regenerate the dataset: {force_command(manifest_target('synthcc'))}"
         if (parent / EXTRACT_MARKER).is_file():
             return (f"extract the dataset again: delete {parent} and run "

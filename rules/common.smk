@@ -8,6 +8,8 @@ import sys
 from maskcl.config import check_config_files, check_working_config, validate_config
 from maskcl.datasets import DATASETS as _DATASET_CLASSES
 from maskcl.errors import MaskCLError
+from maskcl.layout import (DATASET_INFO, MANIFEST, MASK_INDEX, MASK_QUALITY_CSV, MASK_QUALITY_MD, PRETRAIN,
+                           RUN_METRICS, RUN_MODEL, RUN_RANKS, RUN_TRAIN_LOG, STATS, TABLES_DIR, fill)
 from maskcl.plan import build_plan
 
 # The conda envs install this checkout (`pip: -e "${MASKCL_ROOT}"`, see envs/): point them at it.
@@ -72,7 +74,7 @@ wildcard_constraints:
 
 
 def manifest_path(dataset):
-    return f"results/{dataset}/manifest.csv"
+    return fill(MANIFEST, dataset=dataset)
 
 
 # ---------------------------------------------------------------- stage 1: download
@@ -93,10 +95,6 @@ def dataset_params(wildcards):
 
 
 # ---------------------------------------------------------------- stage 2: masks
-def mask_dir(dataset, source):
-    return f"results/{dataset}/masks/{source}"
-
-
 def mask_sources(dataset):
     """Configured sources that apply to `dataset` (groundtruth only where it exists)."""
     return list(PLAN.mask_sources[dataset])
@@ -157,14 +155,14 @@ def mask_quality_inputs(wildcards):
     """The manifest and every applicable source's index, keyed by source name."""
     out = {"manifest": manifest_path(wildcards.dataset)}
     for s in mask_sources(wildcards.dataset):
-        out[s] = f"{mask_dir(wildcards.dataset, s)}/index.csv"
+        out[s] = fill(MASK_INDEX, dataset=wildcards.dataset, source=s)
     return out
 
 
 def mask_targets(dataset):
-    out = [f"{mask_dir(dataset, s)}/index.csv" for s in mask_sources(dataset)]
+    out = [fill(MASK_INDEX, dataset=dataset, source=s) for s in mask_sources(dataset)]
     if dataset in PLAN.ground_truth:
-        out.append(f"results/{dataset}/masks/quality.csv")
+        out.append(fill(MASK_QUALITY_CSV, dataset=dataset))
     return out
 
 
@@ -255,12 +253,12 @@ def all_manifests():
 
 
 def all_dataset_infos():
-    return [f"results/{d}/dataset.json" for d in DATASETS]
+    return [fill(DATASET_INFO, dataset=d) for d in DATASETS]
 
 
 def mask_indexes_by_source():
     """[dataset, source, index path] of every mask index (a list: params stay plain data)."""
-    return [[d, s, f"{mask_dir(d, s)}/index.csv"] for d in DATASETS for s in mask_sources(d)]
+    return [[d, s, fill(MASK_INDEX, dataset=d, source=s)] for d in DATASETS for s in mask_sources(d)]
 
 
 def all_mask_indexes():
@@ -276,7 +274,7 @@ def experiment_settings():
 
 def final_targets():
     """Default target: the tables (which need every run's metrics), plus each dataset's masks."""
-    out = ["results/tables/results.md"]
+    out = [f"{TABLES_DIR}/results.md"]
     for d in DATASETS:
         out += mask_targets(d)
     return out

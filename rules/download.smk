@@ -3,9 +3,9 @@
 
 rule download:
     output:
-        manifest="results/{dataset}/manifest.csv",
-        stats="results/{dataset}/stats.csv",
-        info="results/{dataset}/dataset.json",
+        manifest=MANIFEST,
+        stats=STATS,
+        info=DATASET_INFO,
     log:
         "logs/download/{dataset}.log",
     benchmark:

@@ -3,11 +3,11 @@
 
 rule evaluate:
     input:
-        model="results/{dataset}/runs/{experiment}/{masks}/seed{seed}/model.pt",
-        manifest="results/{dataset}/manifest.csv",
+        model=RUN_MODEL,
+        manifest=MANIFEST,
     output:
-        metrics="results/{dataset}/runs/{experiment}/{masks}/seed{seed}/metrics.json",
-        ranks="results/{dataset}/runs/{experiment}/{masks}/seed{seed}/ranks.npz",
+        metrics=RUN_METRICS,
+        ranks=RUN_RANKS,
     log:
         "logs/evaluate/{dataset}/{experiment}/{masks}/seed{seed}.log",
     benchmark:

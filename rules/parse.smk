@@ -25,7 +25,7 @@ rule parse:
     input:
         unpack(parse_inputs),
     output:
-        index="results/{dataset}/masks/{source}/index.csv",
+        index=MASK_INDEX,
     log:
         "logs/parse/{dataset}/{source}.log",
     benchmark:
@@ -47,8 +47,8 @@ rule mask_quality:
     input:
         unpack(mask_quality_inputs),
     output:
-        csv="results/{dataset}/masks/quality.csv",
-        md="results/{dataset}/masks/quality.md",
+        csv=MASK_QUALITY_CSV,
+        md=MASK_QUALITY_MD,
     log:
         "logs/mask_quality/{dataset}.log",
     benchmark:

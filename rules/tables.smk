@@ -2,9 +2,9 @@
 # `snakemake --report report.html`. Input functions live in rules/common.smk; the work is
 # maskcl.reporting.build_report (docs/reporting.md). Figure folders are directory outputs because
 # their content depends on the runs, mask sources and protocols present; each PNG has a sidecar CSV.
-# The outputs and their report entries come from one list, maskcl.plan.TABLES and FIGURES (built by
-# maskcl.plan.tables_outputs); each entry's caption is report/<stem or kind>.rst.
-from maskcl.plan import tables_outputs
+# The outputs and their report entries come from one list, maskcl.layout.TABLES and FIGURES (built by
+# maskcl.layout.tables_outputs); each entry's caption is report/<stem or kind>.rst.
+from maskcl.layout import tables_outputs
 
 
 rule tables:

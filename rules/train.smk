@@ -5,9 +5,9 @@
 
 rule pretrain:
     input:
-        manifest="results/{dataset}/manifest.csv",
+        manifest=MANIFEST,
     output:
-        weights="results/{dataset}/pretrain/{backbone}/backbone.pt",
+        weights=PRETRAIN,
     log:
         "logs/pretrain/{dataset}/{backbone}.log",
     benchmark:
@@ -29,8 +29,8 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        model="results/{dataset}/runs/{experiment}/{masks}/seed{seed}/model.pt",
-        log_csv="results/{dataset}/runs/{experiment}/{masks}/seed{seed}/train_log.csv",
+        model=RUN_MODEL,
+        log_csv=RUN_TRAIN_LOG,
     log:
         "logs/train/{dataset}/{experiment}/{masks}/seed{seed}.log",
     benchmark:

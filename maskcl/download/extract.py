@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, List, Mapping, Optional, Tuple, Union
 
 from ..errors import DatasetError, DownloadError, UnsafeArchiveError
+from ..layout import EXTRACT_MARKER
 from .complete import CHECKED_FORMATS, verify_complete
 
 __all__ = ["safe_extract", "remove_leftovers", "EXTRACT_MARKER"]
@@ -36,9 +37,8 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
-#: Written into every extracted tree; identifies the archive it came from (and that we own it).
-EXTRACT_MARKER = ".maskcl-extracted.json"
-
+# EXTRACT_MARKER (maskcl.layout) is written into every extracted tree; it identifies the archive it came from
+# (and that we own it).
 
 # ---------------------------------------------------------------------------------------------- extraction
 @dataclass

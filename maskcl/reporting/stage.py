@@ -24,8 +24,8 @@ import pandas as pd
 
 from ..datasets import DATASETS, dataset_splits
 from ..io import write_csv_atomic
+from ..layout import FIGURE_KINDS, MANIFEST, TABLE_STEMS, fill
 from ..masks.index import check_mask_file, mask_fix, recorded_sizes
-from ..plan import FIGURE_KINDS, TABLE_STEMS
 from ..manifest import read_dataset_info, read_manifest
 from .aggregate import aggregate_seeds, cmc_frame, last_epoch_quality, per_seed_frame, protocol_order
 from .cmc import plot_cmc
@@ -46,7 +46,7 @@ __all__ = ["ReportOutputs", "TABLE_STEMS", "FIGURE_KINDS", "build_report"]
 log = logging.getLogger(__name__)
 
 # TABLE_STEMS (tables written as .md, .tex and .csv) and FIGURE_KINDS (figure sub-folders) are the
-# layout the tables rule declares, maskcl.plan.TABLES and FIGURES.
+# layout the tables rule declares, maskcl.layout.TABLES and FIGURES.
 
 PathLike = os.PathLike | str
 
@@ -93,7 +93,7 @@ class _Manifests:
         if dataset not in self.cache:
             if dataset not in self.paths:
                 raise ReportingError(f"no manifest for dataset {dataset!r}, needed for {why}; pass "
-                                     f"results/{dataset}/manifest.csv")
+                                     f"{fill(MANIFEST, dataset=dataset)}")
             splits = dataset_splits(dataset) if dataset in DATASETS else None
             self.cache[dataset] = read_manifest(self.paths[dataset], splits=splits, error=ReportingError)
         return self.cache[dataset]

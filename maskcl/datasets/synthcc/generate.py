@@ -29,6 +29,7 @@ from PIL import Image
 
 from ...errors import ConfigError, DatasetError
 from ...io import json_default, read_json, write_json_atomic, write_text_atomic
+from ...layout import SYNTHCC_META
 from . import seeding
 from .cameras import render_scene
 from .config import SynthCCConfig, expected_counts, resolve_config
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 
 #: Bump when the renderer changes pixels for the same parameters (forces regeneration).
 GENERATOR_VERSION = 1
-META = "synthcc.json"
+META = SYNTHCC_META  # the layout owns the name (maskcl.layout)
 #: Every file's sha256 (``sha256sum`` format), written before ``META``.
 SUMS = "SHA256SUMS"
 
