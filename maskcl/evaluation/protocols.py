@@ -24,7 +24,8 @@ from .rerank import rerank_chunks
 from .settings import EvalSettings
 
 __all__ = ["Protocol", "ProtocolResult", "PROTOCOLS", "HEADLINE", "list_protocols", "get_protocol",
-           "headline_protocol", "comparison_protocols", "required_splits", "required_rows", "single_shot_galleries", "run_protocols"]
+           "headline_protocol", "comparison_protocols", "required_splits", "required_rows", "single_shot_galleries",
+           "run_protocols"]
 
 log = logging.getLogger(__name__)
 
@@ -269,23 +270,59 @@ def run_protocols(dataset: str, manifest: pd.DataFrame, features: Any, *, settin
         features for a needed row.
     """
     s = settings if settings is not None else EvalSettings.defaults()
-    single_shot_trials, seed, topk = int(s.single_shot_trials), int(s.seed), int(s.topk)
     plist = list_protocols(dataset)
     if protocols is not None:
         plist = tuple(get_protocol(dataset, n) for n in protocols)
-    if single_shot_trials < 1:
-        raise EvaluationError(f"single_shot_trials must be >= 1, got {single_shot_trials}")
+    if int(s.single_shot_trials) < 1:
+        raise EvaluationError(f"single_shot_trials must be >= 1, got {s.single_shot_trials}")
     cols = {"split", "pid", "camid", "clothes_id"}
     cols |= {p.camera_column for p in plist if p.camera_column}
     cols |= {"cloth_changing" for p in plist if p.cloth_changing_only}
     _check_columns(manifest, sorted(cols))
     feats = _Features(features, feature_rows, len(manifest))
-    pids = manifest["pid"].to_numpy().astype(np.int64)
-    clothes = manifest["clothes_id"].to_numpy().astype(np.int64)
-
-    # group multi-shot protocols that share query rows, gallery rows and camera column
-    groups: Dict[Tuple[Any, ...], List[Tuple[Protocol, np.ndarray, np.ndarray]]] = {}
     out: Dict[str, ProtocolResult] = {}
+    for members in _protocol_groups(dataset, manifest, plist).values():
+        p0, qrows, grows = members[0]
+        qf, gf = feats.take(qrows, p0.query_split), feats.take(grows, p0.gallery_split)
+        labels = _Labels.of(manifest, p0, qrows, grows)
+        evaluate = _single_shot if p0.single_shot else _multi_shot
+        out.update(evaluate(dataset, members, qf, gf, labels, s, chunk_size, device))
+    return {p.name: out[p.name] for p in plist}
+
+
+_Member = Tuple[Protocol, np.ndarray, np.ndarray]  # a protocol with its query and gallery manifest rows
+
+
+@dataclass(frozen=True)
+class _Labels:
+    """The identities, cameras and outfits of a protocol group's query and gallery rows, in row order."""
+
+    q_pids: np.ndarray
+    g_pids: np.ndarray
+    q_cams: np.ndarray
+    g_cams: np.ndarray
+    q_clothes: np.ndarray
+    g_clothes: np.ndarray
+
+    @classmethod
+    def of(cls, manifest: pd.DataFrame, p: Protocol, qrows: np.ndarray, grows: np.ndarray) -> "_Labels":
+        pids = manifest["pid"].to_numpy().astype(np.int64)
+        clothes = manifest["clothes_id"].to_numpy().astype(np.int64)
+        return cls(pids[qrows], pids[grows], _cameras(manifest, p, qrows, "query"),
+                   _cameras(manifest, p, grows, "gallery"), clothes[qrows], clothes[grows])
+
+    def args(self) -> Tuple[np.ndarray, ...]:
+        """In the order ``evaluate_chunks`` and ``_topk_flags`` take them."""
+        return self.q_pids, self.g_pids, self.q_cams, self.g_cams, self.q_clothes, self.g_clothes
+
+    def gallery_subset(self, d: np.ndarray) -> "_Labels":
+        return _Labels(self.q_pids, self.g_pids[d], self.q_cams, self.g_cams[d], self.q_clothes, self.g_clothes[d])
+
+
+def _protocol_groups(dataset: str, manifest: pd.DataFrame, plist: Sequence[Protocol]
+                     ) -> Dict[Tuple[Any, ...], List[_Member]]:
+    """The protocols grouped so that one ranking serves all that share queries, gallery and cameras."""
+    groups: Dict[Tuple[Any, ...], List[_Member]] = {}
     for p in plist:
         qrows, grows = _select(manifest, p, "query"), _select(manifest, p, "gallery")
         if qrows.size == 0 or grows.size == 0:
@@ -293,39 +330,45 @@ def run_protocols(dataset: str, manifest: pd.DataFrame, features: Any, *, settin
                                   f"gallery images; check the manifest")
         key = (p.single_shot, p.camera_column, p.query_split, p.gallery_split, p.cameras, p.cloth_changing_only)
         groups.setdefault(key, []).append((p, qrows, grows))
+    return groups
 
-    for key, members in groups.items():
-        p0, qrows, grows = members[0]
-        qf, gf = feats.take(qrows, p0.query_split), feats.take(grows, p0.gallery_split)
-        qcam, gcam = _cameras(manifest, p0, qrows, "query"), _cameras(manifest, p0, grows, "gallery")
-        labels = (pids[qrows], pids[grows], qcam, gcam, clothes[qrows], clothes[grows])
-        rules = [p.rule for p, _, _ in members]
-        if not p0.single_shot:
-            log.info("%s: %d queries × %d gallery (%s)", dataset, qrows.size, grows.size,
-                     ", ".join(p.name for p, _, _ in members))
-            ev = evaluate_chunks(_chunks(qf, gf, s, chunk_size, device), *labels, rules=rules, topk=topk)
-            for p, _, _ in members:
-                res = ev.results[p.rule]
-                flags = _topk_flags(ev.topk, p.rule, *labels) if ev.topk is not None else None
-                out[p.name] = ProtocolResult(dataset, p, qrows, grows, int(np.unique(labels[0]).size),
-                                             int(np.unique(labels[1]).size), result=res,
-                                             topk_rows=np.where(ev.topk >= 0, grows[np.maximum(ev.topk, 0)], -1)
-                                             if ev.topk is not None else None, topk_flags=flags)
-        else:
-            draws = single_shot_galleries(labels[1], single_shot_trials, seed)
-            log.info("%s: %d queries × %d single-shot galleries of %d (%s)", dataset, qrows.size, len(draws),
-                     draws[0].size, ", ".join(p.name for p, _, _ in members))
-            trials: Dict[str, List[RankingResult]] = {p.rule: [] for p, _, _ in members}
-            for d in draws:
-                ev = evaluate_chunks(_chunks(qf, gf[d], s, chunk_size, device), labels[0], labels[1][d], labels[2],
-                                     labels[3][d], labels[4], labels[5][d], rules=rules)
-                for r in trials:
-                    trials[r].append(ev.results[r])
-            for p, _, _ in members:
-                out[p.name] = ProtocolResult(dataset, p, qrows, grows, int(np.unique(labels[0]).size),
-                                             int(np.unique(labels[1]).size), trials=trials[p.rule],
-                                             trial_gallery_rows=[grows[d] for d in draws], seed=seed)
-    return {p.name: out[p.name] for p in plist}
+
+def _multi_shot(dataset: str, members: Sequence[_Member], qf: np.ndarray, gf: np.ndarray, labels: _Labels,
+                s: EvalSettings, chunk_size: Optional[int], device: Any) -> Dict[str, ProtocolResult]:
+    """One ranking of the whole gallery, scored under each member's rule, with its saved top-k lists."""
+    _, qrows, grows = members[0]
+    log.info("%s: %d queries × %d gallery (%s)", dataset, qrows.size, grows.size,
+             ", ".join(p.name for p, _, _ in members))
+    ev = evaluate_chunks(_chunks(qf, gf, s, chunk_size, device), *labels.args(), rules=[p.rule for p, _, _ in members],
+                         topk=int(s.topk))
+    out = {}
+    for p, _, _ in members:
+        flags = _topk_flags(ev.topk, p.rule, *labels.args()) if ev.topk is not None else None
+        top_rows = np.where(ev.topk >= 0, grows[np.maximum(ev.topk, 0)], -1) if ev.topk is not None else None
+        out[p.name] = ProtocolResult(dataset, p, qrows, grows, int(np.unique(labels.q_pids).size),
+                                     int(np.unique(labels.g_pids).size), result=ev.results[p.rule],
+                                     topk_rows=top_rows, topk_flags=flags)
+    return out
+
+
+def _single_shot(dataset: str, members: Sequence[_Member], qf: np.ndarray, gf: np.ndarray, labels: _Labels,
+                 s: EvalSettings, chunk_size: Optional[int], device: Any) -> Dict[str, ProtocolResult]:
+    """``single_shot_trials`` random one-image-per-identity galleries (seeded), each scored under every rule."""
+    _, qrows, grows = members[0]
+    seed = int(s.seed)
+    draws = single_shot_galleries(labels.g_pids, int(s.single_shot_trials), seed)
+    log.info("%s: %d queries × %d single-shot galleries of %d (%s)", dataset, qrows.size, len(draws),
+             draws[0].size, ", ".join(p.name for p, _, _ in members))
+    rules = [p.rule for p, _, _ in members]
+    trials: Dict[str, List[RankingResult]] = {r: [] for r in rules}
+    for d in draws:
+        ev = evaluate_chunks(_chunks(qf, gf[d], s, chunk_size, device), *labels.gallery_subset(d).args(), rules=rules)
+        for r in trials:
+            trials[r].append(ev.results[r])
+    return {p.name: ProtocolResult(dataset, p, qrows, grows, int(np.unique(labels.q_pids).size),
+                                   int(np.unique(labels.g_pids).size), trials=trials[p.rule],
+                                   trial_gallery_rows=[grows[d] for d in draws], seed=seed)
+            for p, _, _ in members}
 
 
 def _topk_flags(top: np.ndarray, rule: str, q_pids: np.ndarray, g_pids: np.ndarray, q_cams: np.ndarray,
