@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import IO, Any, Callable, Iterator, Tuple, Type, Union
 
 import numpy as np
 
@@ -71,6 +71,28 @@ def json_default(obj: Any) -> Any:
 
 def write_json_atomic(path: PathLike, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=json_default) + "\n")
+
+
+def read_text_file(path: PathLike, parse: Callable[[IO[str]], Any], *, what: str, error: Type[Exception],
+                   syntax: Tuple[Type[Exception], ...], describe: Callable[[Exception], str], missing: str = "",
+                   fix: str = "") -> Any:
+    """``parse`` of the UTF-8 text file ``path``; every way it can fail is one line of ``error``.
+
+    ``what`` names the file (``metrics file``); ``syntax`` are ``parse``'s own errors, worded by
+    ``describe`` (``not valid JSON (...)``); ``missing`` and ``fix`` end the not-found and the
+    damaged-file lines (each with its leading ``; ``).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return parse(f)
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found{missing}") from None
+    except syntax as e:
+        raise error(f"{path}: {describe(e)}{fix}") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not text (undecodable byte at offset {e.start}: garbled){fix}") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read the {what} ({e.strerror or e}){fix}") from None
 
 
 def read_json(path: PathLike) -> Any:

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 import pandas as pd
 import yaml
 
+from ..io import read_text_file
 from ..evaluation.protocols import PROTOCOLS
 from ..errors import ReportingError
 from .labels import group_of, protocol_short
@@ -122,13 +123,8 @@ def load_published(path: Optional[os.PathLike | str] = None) -> List[PublishedEn
         Unreadable file, wrong format tag, or an entry breaking the policy.
     """
     p = str(path) if path is not None else default_published_path()
-    try:
-        with open(p, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ReportingError(f"{p}: published-numbers file not found") from None
-    except yaml.YAMLError as err:
-        raise ReportingError(f"{p}: not valid YAML: {str(err).splitlines()[0]}") from None
+    doc = read_text_file(p, yaml.safe_load, what="published-numbers file", error=ReportingError,
+                         syntax=(yaml.YAMLError,), describe=lambda e: f"not valid YAML: {str(e).splitlines()[0]}")
     if not isinstance(doc, dict) or doc.get("format") != PUBLISHED_FORMAT or doc.get("units") != "percent":
         raise ReportingError(f"{p}: expected 'format: {PUBLISHED_FORMAT}' and 'units: percent' at the top")
     entries = doc.get("entries") or []

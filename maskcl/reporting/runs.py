@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ..io import read_text_file
 from ..errors import ReportingError
 from ..methods import METHOD_FACTS, switch_columns
 from ..repair import model_repair_hint
@@ -138,18 +139,9 @@ def component_flags(settings: Mapping[str, Any], method: str) -> Dict[str, Any]:
 
 def _read_metrics(path: Path) -> Dict[str, Any]:
     fix = rerun_hint(path, "evaluate")
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        raise ReportingError(f"{path}: metrics file not found; run the evaluate rule for this run") from None
-    except json.JSONDecodeError as e:
-        raise ReportingError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}: truncated or garbled); "
-                             f"{fix}") from None
-    except UnicodeDecodeError as e:
-        raise ReportingError(f"{path}: not text (undecodable byte at offset {e.start}: garbled); {fix}") from None
-    except OSError as e:
-        raise ReportingError(f"{path}: cannot read the metrics file ({e.strerror or e}); {fix}") from None
+    doc = read_text_file(path, json.load, what="metrics file", error=ReportingError, syntax=(json.JSONDecodeError,),
+                         describe=lambda e: f"not valid JSON ({e.msg}, line {e.lineno}: truncated or garbled)",
+                         missing="; run the evaluate rule for this run", fix=f"; {fix}")
     if not isinstance(doc, dict) or doc.get("format") not in METRICS_FORMATS:
         fmt = doc.get("format") if isinstance(doc, dict) else None
         raise ReportingError(f"{path}: metrics format {fmt!r} is not one of {', '.join(METRICS_FORMATS)}; "
