@@ -95,53 +95,14 @@ def peak_rss_gib() -> float:
 
 
 def dense_reference(x: np.ndarray, initial_rank: np.ndarray) -> Dict[str, object]:
-    """The published algorithm with dense N x N float32 arrays, step by step (ClusterContrast's
-    variant: ``initial_rank`` holds k1 columns), then sklearn DBSCAN on the dense matrix."""
+    """The published algorithm with dense N x N float32 arrays, step by step (``maskcl.clustering.dense``,
+    ClusterContrast's variant: ``initial_rank`` holds k1 columns), then sklearn DBSCAN on the dense matrix."""
     from sklearn.cluster import DBSCAN
 
-    n = x.shape[0]
+    from maskcl.clustering.dense import dense_jaccard
+
     times: Dict[str, float] = {}
-    xt = x.astype(np.float32)
-
-    def k_reciprocal(i: int, k: int) -> np.ndarray:
-        forward = initial_rank[i, :k + 1]
-        backward = initial_rank[forward, :k + 1]
-        return forward[np.where(backward == i)[0]]
-
-    t = time.perf_counter()
-    v = np.zeros((n, n), dtype=np.float32)
-    for i in range(n):
-        recip = k_reciprocal(i, K1)
-        expansion = recip
-        for candidate in recip:
-            cand = k_reciprocal(candidate, int(np.around(K1 / 2)))
-            if len(np.intersect1d(cand, recip)) > 2 / 3 * len(cand):
-                expansion = np.append(expansion, cand)
-        expansion = np.unique(expansion)
-        dist = 2.0 - 2.0 * (xt[i] @ xt[expansion].T)
-        w = np.exp(-(dist - dist.min()))
-        v[i, expansion] = w / w.sum()
-    times["reciprocal+expansion+weights"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    v_qe = np.zeros_like(v)
-    for i in range(n):
-        v_qe[i] = np.mean(v[initial_rank[i, :K2]], axis=0)
-    del v
-    times["query_expansion"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    inverted = [np.where(v_qe[:, j] != 0)[0] for j in range(n)]
-    jaccard = np.zeros((n, n), dtype=np.float32)
-    for i in range(n):
-        acc = np.zeros(n, dtype=np.float32)
-        for j in np.where(v_qe[i] != 0)[0]:
-            rows = inverted[j]
-            acc[rows] += np.minimum(v_qe[i, j], v_qe[rows, j])
-        jaccard[i] = 1.0 - acc / (2.0 - acc)
-    jaccard[jaccard < 0] = 0.0
-    del v_qe, inverted
-    times["inverted_index+jaccard"] = time.perf_counter() - t
+    jaccard = dense_jaccard(x, K1, K2, initial_rank=initial_rank, dtype=np.float32, times=times)
 
     t = time.perf_counter()
     labels = DBSCAN(eps=EPS, min_samples=MIN_SAMPLES, metric="precomputed").fit_predict(jaccard)

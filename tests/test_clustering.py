@@ -14,6 +14,7 @@ import torch
 from sklearn.cluster import DBSCAN
 from sklearn.metrics import adjusted_rand_score
 
+from maskcl.clustering.dense import dense_jaccard
 from maskcl.clustering import (apply_outlier_policy, build_jaccard_graph, cluster,
                                cluster_with_distances, dbscan, jaccard_distance, knn_search,
                                neighbour_columns, pseudo_label_quality, refine_clusters)
@@ -57,45 +58,8 @@ def clustered_features(n: int, d: int = 96, per: int = 12, noise: float = 1.0, s
 
 def dense_jaccard_reference(x: np.ndarray, k1: int = 30, k2: int = 6,
                             slicing: str = "clustercontrast") -> np.ndarray:
-    """The published k-reciprocal Jaccard distance with dense N x N arrays, row by row.
-
-    ``initial_rank`` is the full sort of each row by (squared distance, not-self, index); the
-    ClusterContrast variant keeps only its first k1 columns, so slicing k1 + 1 yields k1.
-    """
-    x = x.astype(np.float64)
-    n = len(x)
-    sq = (x * x).sum(1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0.0)
-    np.fill_diagonal(d2, 0.0)
-    idx = np.broadcast_to(np.arange(n), (n, n))
-    rank = np.lexsort((idx, idx != np.arange(n)[:, None], d2), axis=-1)
-    initial_rank = rank[:, :k1] if slicing == "clustercontrast" else rank
-
-    def k_reciprocal(i: int, k: int) -> np.ndarray:
-        forward = initial_rank[i, :k + 1]
-        backward = initial_rank[forward, :k + 1]
-        return forward[np.where(backward == i)[0]]
-
-    v = np.zeros((n, n))
-    for i in range(n):
-        recip = k_reciprocal(i, k1)
-        expansion = recip
-        for candidate in recip:
-            cand = k_reciprocal(candidate, int(np.around(k1 / 2)))
-            if len(np.intersect1d(cand, recip)) > 2 / 3 * len(cand):
-                expansion = np.append(expansion, cand)
-        expansion = np.unique(expansion)
-        weight = np.exp(-(2.0 - 2.0 * x[i] @ x[expansion].T))
-        v[i, expansion] = weight / weight.sum()
-    if k2 != 1:
-        v = np.stack([v[initial_rank[i, :k2]].mean(axis=0) for i in range(n)])
-    s = np.zeros((n, n))
-    for i in range(n):
-        support = np.flatnonzero(v[i])
-        s[i] = np.minimum(v[i, support][None, :], v[:, support]).sum(axis=1)
-    dist = 1.0 - s / (2.0 - s)
-    dist[dist < 0] = 0.0
-    return dist
+    """The published k-reciprocal Jaccard distance with dense N x N float64 arrays (maskcl.clustering.dense)."""
+    return dense_jaccard(x, k1, k2, slicing=slicing)
 
 
 def densify(m: sp.spmatrix, fill: float = 1.0) -> np.ndarray:
