@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -68,6 +68,32 @@ def layout_paths() -> Dict[str, List[str]]:
         elif line and not line.startswith("#") and current:
             sections[current].append(line)
     return sections
+
+
+def fake_cc_manifest(root: Path, draw: Callable[[Path, int, int, int], None], *, train_ids: Sequence[int],
+                     train_views: Sequence[Tuple[int, int]], test_ids: Sequence[int], changing: Callable[[int], bool],
+                     gallery_views: Sequence[Tuple[int, int]]) -> "Any":
+    """A small clothes-changing manifest, SynthCC's columns, over images ``draw(path, pid, outfit, k)`` writes.
+
+    Each train id has ``train_views`` (camera, outfit); each test id two queries (camera 0 in outfit
+    0, camera 1 in outfit 1 when it ``changing``) and ``gallery_views`` (its outfit 0 when it never
+    changes). File names carry split, id, camera, outfit and view: ``query/001_c1_o1_01.png``.
+    """
+    import pandas as pd
+
+    rows = [("train", pid, cam, outfit, k) for pid in train_ids for k, (cam, outfit) in enumerate(train_views)]
+    for pid in test_ids:
+        change = changing(pid)
+        rows += [("query", pid, 0, 0, 0), ("query", pid, 1, 1 if change else 0, 1)]
+        rows += [("gallery", pid, cam, outfit if change else 0, 10 + k) for k, (cam, outfit) in enumerate(gallery_views)]
+    recs = []
+    for split, pid, cam, outfit, k in rows:
+        rel = f"{split}/{pid:03d}_c{cam}_o{outfit}_{k:02d}.png"
+        draw(root / rel, pid, outfit, k)
+        recs.append({"path": str(root / rel), "relpath": rel, "split": split, "pid": pid, "camid": cam,
+                     "clothes_id": pid * 10 + outfit, "outfit": outfit,
+                     "cloth_changing": changing(pid) or split == "train"})
+    return pd.DataFrame(recs).sort_values(["split", "relpath"]).reset_index(drop=True)
 
 
 def assert_trained_alike(a: Path, b: Path) -> None:

@@ -19,6 +19,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import fake_cc_manifest
+
 from maskcl.errors import EvaluationError, MaskCLError, ReportingError
 from maskcl.evaluation import EvalSettings, run_protocols, write_metrics_json, write_ranks
 from maskcl.reporting import build_report
@@ -41,19 +43,9 @@ def _picture(path: Path, pid: int, outfit: int, k: int, size=(16, 32)) -> None:
 
 def _manifest(root: Path) -> pd.DataFrame:
     """Two training ids; four test ids (1-3 change clothes), two queries and four gallery images each."""
-    rows = [("train", pid, k % 2, 0, k) for pid in (100, 101) for k in range(3)]
-    for pid in range(1, 5):
-        change = pid <= 3
-        rows += [("query", pid, 0, 0, 0), ("query", pid, 1, 1 if change else 0, 1)]
-        rows += [("gallery", pid, cam, outfit if change else 0, 10 + i)
-                 for i, (cam, outfit) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)])]
-    recs = []
-    for split, pid, cam, outfit, k in rows:
-        rel = f"{split}/{pid:03d}_c{cam}_o{outfit}_{k:02d}.png"
-        _picture(root / rel, pid, outfit, k)
-        recs.append({"path": str(root / rel), "relpath": rel, "split": split, "pid": pid, "camid": cam,
-                     "clothes_id": pid * 10 + outfit, "outfit": outfit, "cloth_changing": pid <= 3 or pid >= 100})
-    return pd.DataFrame(recs).sort_values(["split", "relpath"]).reset_index(drop=True)
+    return fake_cc_manifest(root, _picture, train_ids=(100, 101), train_views=[(k % 2, 0) for k in range(3)],
+                            test_ids=range(1, 5), changing=lambda pid: pid <= 3,
+                            gallery_views=[(0, 0), (1, 0), (0, 1), (1, 1)])
 
 
 def write_mask_index(out: Path, manifest: pd.DataFrame) -> Path:

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import require
+from conftest import fake_cc_manifest, require
 
 from maskcl.config import validate_config
 from maskcl.errors import MaskCLError
@@ -84,23 +84,10 @@ def _image(path: Path, pid: int, outfit: int, k: int) -> None:
 
 
 def _synthcc_manifest(root: Path) -> pd.DataFrame:
-    rows = []
-    for pid in range(100, 104):                                   # train ids
-        for k in range(4):
-            rows.append(("train", pid, k % 3, k % 2, k))
-    for pid in range(1, 7):                                       # test ids; 5 and 6 never change clothes
-        changing = pid <= 4
-        rows.append(("query", pid, 0, 0, 0))
-        rows.append(("query", pid, 1, 1 if changing else 0, 1))
-        for k, (cam, outfit) in enumerate([(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1)]):
-            rows.append(("gallery", pid, cam, outfit if changing else 0, 10 + k))
-    recs = []
-    for split, pid, cam, outfit, k in rows:
-        rel = f"{split}/{pid:03d}_c{cam}_o{outfit}_{k:02d}.png"
-        _image(root / rel, pid, outfit, k)
-        recs.append({"path": str(root / rel), "relpath": rel, "split": split, "pid": pid, "camid": cam,
-                     "clothes_id": pid * 10 + outfit, "outfit": outfit, "cloth_changing": pid <= 4 or pid >= 100})
-    return pd.DataFrame(recs).sort_values(["split", "relpath"]).reset_index(drop=True)
+    """Four training ids; six test ids (5 and 6 never change clothes), two queries and six gallery images each."""
+    return fake_cc_manifest(root, _image, train_ids=range(100, 104), train_views=[(k % 3, k % 2) for k in range(4)],
+                            test_ids=range(1, 7), changing=lambda pid: pid <= 4,
+                            gallery_views=[(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1)])
 
 
 def _prcc_manifest(root: Path) -> pd.DataFrame:
