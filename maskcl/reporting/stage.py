@@ -220,130 +220,23 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
                        for run in runs if run.train_log_path is not None}
     specs, per_seed, agg = _table_specs(runs, published, published_path, train_logs_read)
     mans = _Manifests(_manifests(manifests or {}))
-    indexes = _mask_indexes(mask_indexes or {})
-    index_cache: Dict[Tuple[str, str], pd.DataFrame] = {}
-
-    def index(dataset: str, source: str) -> Optional[pd.DataFrame]:
-        key = (dataset, source)
-        if key not in indexes:
-            return None
-        if key not in index_cache:
-            index_cache[key] = read_mask_index(indexes[key])
-        return index_cache[key]
-
-    for (d, source) in sorted(indexes):
-        index(d, source)
-    ranked: Dict[Path, Tuple[str, Dict[str, Any]]] = {}
-    for run in runs:
-        if run.ranks_path is not None:
-            manifest = mans.get(run.key.dataset, f"the retrieval grid of {run.folder}")
-            ranked[run.folder] = read_ranks(run.ranks_path, manifest_rows=len(manifest))
-
-    # CMC curves, one per (dataset, protocol)
-    cmc_jobs = []
-    for d in sorted({r.key.dataset for r in runs}):
-        sub = agg[agg["dataset"] == d]
-        for p in protocol_order(d, sub["protocol"].tolist()):
-            frame = cmc_frame(runs, d, p, cmc_max_rank)
-            if frame.empty:
-                log.info("%s/%s: no CMC values (no valid query in any run); no figure", d, p)
-                continue
-            short = str(sub.loc[sub["protocol"] == p, "short"].iloc[0])
-            cmc_jobs.append((frame, figures_dir / "cmc" / d / f"{p}.png", short))
-
-    # retrieval grids: the first seed of every run group, on the headline protocol saved first
-    grid_jobs = []
-    done = set()
-    for run in runs:
-        if run.ranks_path is None or run.key.group in done:
-            continue
-        done.add(run.key.group)
-        manifest = mans.get(run.key.dataset, f"the retrieval grid of {run.folder}")
-        protocol, arrays = ranked[run.folder]
-        masks = None
-        idx = None
-        if run.key.mask_source is not None:
-            idx = index(run.key.dataset, run.key.mask_source)
-            col = run.key.mask_mode
-            if idx is None:
-                log.info("%s: no mask index of source %s among the inputs; grid drawn without masks", run.folder,
-                         run.key.mask_source)
-            elif col not in ("silhouette", "parts"):
-                log.warning("%s: mask mode %r is neither silhouette nor parts; grid drawn without masks", run.folder,
-                            col)
-                idx = None
-            else:
-                masks = dict(zip(idx["relpath"].astype(str), idx[col].astype(str)))
-        queries = select_queries(arrays["first_match"], num_grid_queries, figure_seed)
-        if queries.size == 0:
-            log.info("%s: no query with a valid match under %s; no retrieval grid", run.folder, protocol)
-            continue
-        frame = retrieval_frame(arrays, manifest, queries, topk_grid, masks)
-        if masks is not None and idx is not None:
-            _check_grid_masks(frame, str(run.key.mask_mode), idx, indexes[(run.key.dataset, str(run.key.mask_source))])
-        short = protocol_short(run.key.dataset, protocol)
-        title = (f"{dataset_name(run.key.dataset)} | {run_label(run.key.experiment, run.method, run.variant)} | masks "
-                 f"{run.key.masks} | seed {run.key.seed} | protocol {protocol}: {short} | green: correct, red: other "
-                 f"identity, grey dashed: junk (excluded by the protocol)")
-        png = (figures_dir / "retrieval" / run.key.dataset / run.key.experiment / run.key.masks /
-               f"seed{run.key.seed}" / f"{protocol}.png")
-        grid_jobs.append((frame, png, title))
-
-    # training curves per run group (seeds overlaid), then pseudo-label quality per dataset
-    logs: Dict[Tuple[str, str, str], List[Tuple[int, pd.DataFrame]]] = {}
-    labels: Dict[Tuple[str, str, str], str] = {}
-    for run in runs:
-        if run.train_log_path is None:
-            continue
-        logs.setdefault(run.key.group, []).append((run.key.seed, train_logs_read[run.folder]))
-        labels[run.key.group] = f"{run_label(run.key.experiment, run.method, run.variant)} [{run.key.masks}]"
-    curve_jobs = []
-    for (d, e, m), group_logs in logs.items():
-        frame = curves_frame(group_logs)
-        if frame.empty:
-            log.info("%s/%s/%s: training logs have no plottable columns; no figure", d, e, m)
-            continue
-        curve_jobs.append((frame, figures_dir / "training" / d / e / f"{m}.png",
-                           f"{dataset_name(d)} | {labels[(d, e, m)]}"))
-    quality_jobs = []
-    for d in sorted({g[0] for g in logs}):
-        frame = quality_frame([(labels[g], logs[g]) for g in logs if g[0] == d])
-        if frame.empty:
-            log.info("%s: no pseudo-label quality columns logged; no comparison figure", d)
-            continue
-        quality_jobs.append((frame, figures_dir / "pseudo_labels" / f"{d}.png",
-                             f"{dataset_name(d)}: pseudo-label quality during training (seed mean ± std)"))
-
-    # mask overlays, one per (dataset, source)
-    overlay_jobs = []
-    for (d, source) in sorted(indexes):
-        idx = index(d, source)
-        assert idx is not None
-        manifest = mans.get(d, f"the mask overlays of {indexes[(d, source)]}")
-        frame = overlay_frame(idx, manifest, overlay_per_split, figure_seed, index_path=indexes[(d, source)])
-        overlay_jobs.append((frame, figures_dir / "masks" / d / f"{source}.png",
-                             f"{dataset_name(d)}: masks from {source} ({overlay_per_split} images per split)"))
-
-    # the SynthCC contact sheet
-    sheets = []
-    for d, root in sorted(_dataset_roots(dataset_infos).items()):
-        sheet = root / "contact_sheet.png"
-        if _generated(d) or sheet.exists():   # a generated dataset's generator writes it: missing = broken root
-            if not sheet.is_file():
-                raise ReportingError(f"{sheet}: contact sheet not found; rerun the download rule to regenerate SynthCC")
-            sheets.append((sheet, figures_dir / "datasets" / f"{d}.png"))
-
+    indexes = _MaskIndexes(_mask_indexes(mask_indexes or {}))
+    ranked = {run.folder: read_ranks(run.ranks_path, manifest_rows=len(mans.get(run.key.dataset,
+                                                                             f"the retrieval grid of {run.folder}")))
+              for run in runs if run.ranks_path is not None}   # every seed's, checked, though grids draw the first
+    curves, quality = _curve_jobs(runs, train_logs_read, figures_dir)
+    plots = (("cmc", _cmc_jobs(runs, agg, figures_dir, cmc_max_rank), lambda f, png, x: plot_cmc(f, png, short=x)),
+             ("retrieval", _grid_jobs(runs, ranked, mans, indexes, figures_dir, topk_grid, num_grid_queries,
+                                      figure_seed),
+              lambda f, png, x: plot_retrieval(f, png, title=x)),
+             ("training", curves, lambda f, png, x: plot_training(f, png, title=x)),
+             ("pseudo_labels", quality, lambda f, png, x: plot_quality(f, png, title=x)),
+             ("masks", _overlay_jobs(mans, indexes, figures_dir, overlay_per_split, figure_seed),
+              lambda f, png, x: plot_overlays(f, png, title=x)),
+             ("datasets", _sheet_jobs(dataset_infos, figures_dir), lambda sheet, png, _: copy_contact_sheet(sheet, png)))
     # 2. write; a failure part-way takes back what was written
     out = ReportOutputs()
     written: List[Path] = []
-
-    plots = (("cmc", cmc_jobs, lambda f, png, x: plot_cmc(f, png, short=x)),
-             ("retrieval", grid_jobs, lambda f, png, x: plot_retrieval(f, png, title=x)),
-             ("training", curve_jobs, lambda f, png, x: plot_training(f, png, title=x)),
-             ("pseudo_labels", quality_jobs, lambda f, png, x: plot_quality(f, png, title=x)),
-             ("masks", overlay_jobs, lambda f, png, x: plot_overlays(f, png, title=x)),
-             ("datasets", [(sheet, png, None) for sheet, png in sheets],
-              lambda sheet, png, _: copy_contact_sheet(sheet, png)))
     try:
         out.tables = _write_tables(specs, per_seed, tables_dir, written)
         for k in FIGURE_KINDS:
@@ -358,3 +251,132 @@ def build_report(metrics: Sequence[PathLike], *, tables_dir: PathLike, figures_d
     n_fig = sum(1 for v in out.figures.values() for p in v if p.suffix == ".png")
     log.info("tables stage: %d table files, %d figures", len(out.tables), n_fig)
     return out
+
+
+#: One figure to draw: its data (a frame, or the contact sheet's path), its PNG and its title or subtitle.
+_Job = Tuple[Any, Path, Any]
+
+
+class _MaskIndexes:
+    """The mask indexes among the inputs, each read (and checked) once, all before anything is written."""
+
+    def __init__(self, paths: Mapping[Tuple[str, str], Path]) -> None:
+        self.paths = dict(paths)
+        self.cache = {key: read_mask_index(path) for key, path in sorted(self.paths.items())}
+
+    def get(self, dataset: str, source: str) -> Optional[pd.DataFrame]:
+        return self.cache.get((dataset, source))
+
+
+def _cmc_jobs(runs: Sequence[Run], agg: pd.DataFrame, figures_dir: Path, cmc_max_rank: int) -> List[_Job]:
+    """One CMC figure per (dataset, protocol), every run group's curve on it."""
+    jobs = []
+    for d in sorted({r.key.dataset for r in runs}):
+        sub = agg[agg["dataset"] == d]
+        for p in protocol_order(d, sub["protocol"].tolist()):
+            frame = cmc_frame(runs, d, p, cmc_max_rank)
+            if frame.empty:
+                log.info("%s/%s: no CMC values (no valid query in any run); no figure", d, p)
+                continue
+            short = str(sub.loc[sub["protocol"] == p, "short"].iloc[0])
+            jobs.append((frame, figures_dir / "cmc" / d / f"{p}.png", short))
+    return jobs
+
+
+def _grid_masks(run: Run, indexes: _MaskIndexes) -> Tuple[Optional[Dict[str, str]], Optional[pd.DataFrame]]:
+    """The masks drawn beside a run's grid images (its own source and mode), with their index; none for RGB runs."""
+    if run.key.mask_source is None:
+        return None, None
+    idx = indexes.get(run.key.dataset, run.key.mask_source)
+    col = run.key.mask_mode
+    if idx is None:
+        log.info("%s: no mask index of source %s among the inputs; grid drawn without masks", run.folder,
+                 run.key.mask_source)
+        return None, None
+    if col not in ("silhouette", "parts"):
+        log.warning("%s: mask mode %r is neither silhouette nor parts; grid drawn without masks", run.folder, col)
+        return None, None
+    return dict(zip(idx["relpath"].astype(str), idx[col].astype(str))), idx
+
+
+def _grid_jobs(runs: Sequence[Run], ranked: Mapping[Path, Tuple[str, Dict[str, Any]]], mans: _Manifests,
+               indexes: _MaskIndexes, figures_dir: Path, topk_grid: int, num_grid_queries: int,
+               figure_seed: int) -> List[_Job]:
+    """Retrieval grids: the first seed of every run group, on the headline protocol saved first."""
+    jobs = []
+    done = set()
+    for run in runs:
+        if run.ranks_path is None or run.key.group in done:
+            continue
+        done.add(run.key.group)
+        manifest = mans.get(run.key.dataset, f"the retrieval grid of {run.folder}")
+        protocol, arrays = ranked[run.folder]
+        masks, idx = _grid_masks(run, indexes)
+        queries = select_queries(arrays["first_match"], num_grid_queries, figure_seed)
+        if queries.size == 0:
+            log.info("%s: no query with a valid match under %s; no retrieval grid", run.folder, protocol)
+            continue
+        frame = retrieval_frame(arrays, manifest, queries, topk_grid, masks)
+        if masks is not None and idx is not None:
+            _check_grid_masks(frame, str(run.key.mask_mode), idx,
+                              indexes.paths[(run.key.dataset, str(run.key.mask_source))])
+        short = protocol_short(run.key.dataset, protocol)
+        title = (f"{dataset_name(run.key.dataset)} | {run_label(run.key.experiment, run.method, run.variant)} | masks "
+                 f"{run.key.masks} | seed {run.key.seed} | protocol {protocol}: {short} | green: correct, red: other "
+                 f"identity, grey dashed: junk (excluded by the protocol)")
+        png = (figures_dir / "retrieval" / run.key.dataset / run.key.experiment / run.key.masks /
+               f"seed{run.key.seed}" / f"{protocol}.png")
+        jobs.append((frame, png, title))
+    return jobs
+
+
+def _curve_jobs(runs: Sequence[Run], train_logs: Mapping[Path, pd.DataFrame], figures_dir: Path
+                ) -> Tuple[List[_Job], List[_Job]]:
+    """Training curves per run group (seeds overlaid), and pseudo-label quality per dataset."""
+    logs: Dict[Tuple[str, str, str], List[Tuple[int, pd.DataFrame]]] = {}
+    labels: Dict[Tuple[str, str, str], str] = {}
+    for run in runs:
+        if run.train_log_path is None:
+            continue
+        logs.setdefault(run.key.group, []).append((run.key.seed, train_logs[run.folder]))
+        labels[run.key.group] = f"{run_label(run.key.experiment, run.method, run.variant)} [{run.key.masks}]"
+    curves = []
+    for (d, e, m), group_logs in logs.items():
+        frame = curves_frame(group_logs)
+        if frame.empty:
+            log.info("%s/%s/%s: training logs have no plottable columns; no figure", d, e, m)
+            continue
+        curves.append((frame, figures_dir / "training" / d / e / f"{m}.png", f"{dataset_name(d)} | {labels[(d, e, m)]}"))
+    quality = []
+    for d in sorted({g[0] for g in logs}):
+        frame = quality_frame([(labels[g], logs[g]) for g in logs if g[0] == d])
+        if frame.empty:
+            log.info("%s: no pseudo-label quality columns logged; no comparison figure", d)
+            continue
+        quality.append((frame, figures_dir / "pseudo_labels" / f"{d}.png",
+                        f"{dataset_name(d)}: pseudo-label quality during training (seed mean ± std)"))
+    return curves, quality
+
+
+def _overlay_jobs(mans: _Manifests, indexes: _MaskIndexes, figures_dir: Path, overlay_per_split: int,
+                  figure_seed: int) -> List[_Job]:
+    """Mask overlays, one per (dataset, mask source)."""
+    jobs = []
+    for (d, source), path in sorted(indexes.paths.items()):
+        manifest = mans.get(d, f"the mask overlays of {path}")
+        frame = overlay_frame(indexes.cache[(d, source)], manifest, overlay_per_split, figure_seed, index_path=path)
+        jobs.append((frame, figures_dir / "masks" / d / f"{source}.png",
+                     f"{dataset_name(d)}: masks from {source} ({overlay_per_split} images per split)"))
+    return jobs
+
+
+def _sheet_jobs(dataset_infos: Sequence[PathLike], figures_dir: Path) -> List[_Job]:
+    """The contact sheet of each dataset that has one (a generated dataset's generator writes it: missing = broken)."""
+    jobs = []
+    for d, root in sorted(_dataset_roots(dataset_infos).items()):
+        sheet = root / "contact_sheet.png"
+        if _generated(d) or sheet.exists():
+            if not sheet.is_file():
+                raise ReportingError(f"{sheet}: contact sheet not found; rerun the download rule to regenerate SynthCC")
+            jobs.append((sheet, figures_dir / "datasets" / f"{d}.png", None))
+    return jobs
