@@ -194,7 +194,31 @@ def parse_dataset(manifest: Union[str, Path, pd.DataFrame], out_dir: Union[str, 
     index_path = Path(index_path) if index_path is not None else out_dir / "index.csv"
     if threads:
         torch.set_num_threads(int(threads))
+    items, paths = _scan(frame, source, out_dir)
+    desc = _normalised({"format": FORMAT_VERSION, **source.describe()})
+    reset = _prepare_folder(out_dir, desc, index_path, name)
+    leftovers = remove_leftovers(out_dir)
+    if leftovers:
+        log.info("parse[%s]: removed %d temporary file(s) left by an interrupted run", name, leftovers)
+    sizes, fg = _reuse(items, paths, source.label_set.num_classes, writers)
+    pending = [i for i in range(len(items)) if fg[i] is None]
+    reused = len(items) - len(pending)
+    log.info("parse[%s]: %d images, %d already done, %d to process", name, len(items), reused, len(pending))
+    errors: List[str] = []
+    done = _predict(source, items, paths, pending, sizes, fg, errors, writers, progress) if pending else 0
+    if errors:
+        more = f" (and {len(errors) - _SHOWN} more)" if len(errors) > _SHOWN else ""
+        raise ImageReadError(f"{len(errors)} input image(s) could not be parsed: "
+                             f"{' | '.join(errors[:_SHOWN])}{more}; the masks of the other images are kept")
+    index = _write_index(index_path, frame, items, paths, sizes, fg)
+    log.info("parse[%s]: wrote %s (%d rows, mean foreground %.3f)", name, index_path, len(index),
+             float(index["fg_fraction"].mean()) if len(index) else float("nan"))
+    return ParseResult(index=index, processed=done, reused=reused, reset=reset, index_path=index_path)
 
+
+def _scan(frame: pd.DataFrame, source: MaskSource, out_dir: Path) -> Tuple[List[MaskItem], List[MaskPaths]]:
+    """Each manifest image as the source reads it and the mask files it gets; two images on one file are refused."""
+    name = source.name
     has_gt = "parsing" in frame.columns
     if getattr(source, "needs_ground_truth", False) and not has_gt:
         raise DatasetError(f"mask source {name} needs a manifest with a 'parsing' column (ground-truth label "
@@ -212,17 +236,12 @@ def parse_dataset(manifest: Union[str, Path, pd.DataFrame], out_dir: Union[str, 
                                f"rename one of them")
         seen[mp.labels] = rel
         paths.append(mp)
+    return items, paths
 
-    desc = _normalised({"format": FORMAT_VERSION, **source.describe()})
-    reset = _prepare_folder(out_dir, desc, index_path, name)
-    leftovers = remove_leftovers(out_dir)
-    if leftovers:
-        log.info("parse[%s]: removed %d temporary file(s) left by an interrupted run", name, leftovers)
 
-    n_classes = source.label_set.num_classes
-    fg: List[Optional[float]] = [None] * len(items)
-    sizes: List[Optional[Tuple[int, int]]] = [None] * len(items)
-
+def _reuse(items: Sequence[MaskItem], paths: Sequence[MaskPaths], n_classes: int, writers: int
+           ) -> Tuple[List[Optional[Tuple[int, int]]], List[Optional[float]]]:
+    """Each image's size and foreground fraction where its masks on disk are whole and fit it; None to parse."""
     def existing(i: int) -> Tuple[Optional[Tuple[int, int]], Optional[float]]:
         if not paths[i].labels.is_file():
             return None, None
@@ -233,62 +252,64 @@ def parse_dataset(manifest: Union[str, Path, pd.DataFrame], out_dir: Union[str, 
         return size, check_masks(paths[i], size, n_classes)
 
     with ThreadPoolExecutor(max_workers=max(1, writers)) as pool:  # PNG decoding releases the GIL
-        for i, (size, frac) in enumerate(pool.map(existing, range(len(items)))):
-            sizes[i], fg[i] = size, frac
-    pending = [i for i in range(len(items)) if fg[i] is None]
-    reused = len(items) - len(pending)
-    log.info("parse[%s]: %d images, %d already done, %d to process", name, len(items), reused, len(pending))
+        found = list(pool.map(existing, range(len(items))))
+    return [size for size, _ in found], [frac for _, frac in found]
 
-    errors: List[str] = []
+
+def _predict(source: MaskSource, items: Sequence[MaskItem], paths: Sequence[MaskPaths], pending: Sequence[int],
+             sizes: List[Optional[Tuple[int, int]]], fg: List[Optional[float]], errors: List[str], writers: int,
+             progress: bool) -> int:
+    """Parse the ``pending`` images, writing each one's masks as it comes (``sizes``, ``fg`` filled in place,
+    unreadable images appended to ``errors``); the number parsed."""
+    name = source.name
     done = 0
-    if pending:
-        start = time.perf_counter()
-        loader = DataLoader(_Loader(source, [items[i] for i in pending]), batch_size=max(1, source.batch_size),
-                            shuffle=False, num_workers=max(0, source.workers), collate_fn=_collate)
-        bar = tqdm(total=len(pending), desc=f"parse {name}", unit="img", file=sys.stderr,
-                   disable=not progress, dynamic_ncols=True)
-        # PNG encoding runs in threads (zlib releases the GIL) while the next batch is predicted.
-        writing: Deque[Tuple[int, Future]] = deque()
-        limit = 4 * max(1, source.batch_size) + 4 * max(1, writers)
+    start = time.perf_counter()
+    loader = DataLoader(_Loader(source, [items[i] for i in pending]), batch_size=max(1, source.batch_size),
+                        shuffle=False, num_workers=max(0, source.workers), collate_fn=_collate)
+    bar = tqdm(total=len(pending), desc=f"parse {name}", unit="img", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
+    # PNG encoding runs in threads (zlib releases the GIL) while the next batch is predicted.
+    writing: Deque[Tuple[int, Future]] = deque()
+    limit = 4 * max(1, source.batch_size) + 4 * max(1, writers)
 
-        def finish(block_until: int) -> None:
-            nonlocal done
-            while len(writing) > block_until:
-                i, fut = writing.popleft()
-                fg[i] = fut.result()
-                done += 1
-                bar.update(1)
+    def finish(block_until: int) -> None:
+        nonlocal done
+        while len(writing) > block_until:
+            i, fut = writing.popleft()
+            fg[i] = fut.result()
+            done += 1
+            bar.update(1)
 
-        try:
-            with ThreadPoolExecutor(max_workers=max(1, writers)) as pool:
-                for batch in loader:
-                    good = [(pending[j], sample, size) for j, sample, size, err in batch if err is None]
-                    bad = [err for _, _, _, err in batch if err is not None]
-                    errors += bad
-                    bar.update(len(bad))
-                    labels = source.predict([sample for _, sample, _ in good]) if good else []
-                    if len(labels) != len(good):
-                        raise RuntimeError(f"mask source {name} returned {len(labels)} maps for {len(good)} "
-                                           f"images (a bug in the source)")
-                    for (i, _sample, size), lab in zip(good, labels):
-                        if lab.shape != size:
-                            raise RuntimeError(f"mask source {name} returned a {lab.shape} map for "
-                                               f"{items[i].path} of size {size} (a bug in the source)")
-                        sizes[i] = size
-                        writing.append((i, pool.submit(write_masks, paths[i], lab, source.label_set)))
-                    finish(limit)
-                finish(0)
-        finally:
-            bar.close()
-            source.close()
-        elapsed = time.perf_counter() - start
-        log.info("parse[%s]: processed %d images in %.1f s (%.2f img/s)", name, done, elapsed,
-                 done / max(elapsed, 1e-9))
-    if errors:
-        more = f" (and {len(errors) - _SHOWN} more)" if len(errors) > _SHOWN else ""
-        raise ImageReadError(f"{len(errors)} input image(s) could not be parsed: "
-                             f"{' | '.join(errors[:_SHOWN])}{more}; the masks of the other images are kept")
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, writers)) as pool:
+            for batch in loader:
+                good = [(pending[j], sample, size) for j, sample, size, err in batch if err is None]
+                bad = [err for _, _, _, err in batch if err is not None]
+                errors += bad
+                bar.update(len(bad))
+                labels = source.predict([sample for _, sample, _ in good]) if good else []
+                if len(labels) != len(good):
+                    raise RuntimeError(f"mask source {name} returned {len(labels)} maps for {len(good)} "
+                                       f"images (a bug in the source)")
+                for (i, _sample, size), lab in zip(good, labels):
+                    if lab.shape != size:
+                        raise RuntimeError(f"mask source {name} returned a {lab.shape} map for "
+                                           f"{items[i].path} of size {size} (a bug in the source)")
+                    sizes[i] = size
+                    writing.append((i, pool.submit(write_masks, paths[i], lab, source.label_set)))
+                finish(limit)
+            finish(0)
+    finally:
+        bar.close()
+        source.close()
+    elapsed = time.perf_counter() - start
+    log.info("parse[%s]: processed %d images in %.1f s (%.2f img/s)", name, done, elapsed, done / max(elapsed, 1e-9))
+    return done
 
+
+def _write_index(index_path: Path, frame: pd.DataFrame, items: Sequence[MaskItem], paths: Sequence[MaskPaths],
+                 sizes: Sequence[Optional[Tuple[int, int]]], fg: Sequence[Optional[float]]) -> pd.DataFrame:
+    """``index.csv``, written last (atomically) with the mask paths relative to its folder; returned absolute."""
     index = pd.DataFrame({
         "relpath": [it.relpath for it in items],
         "split": frame["split"].astype(str).tolist(),
@@ -303,6 +324,4 @@ def parse_dataset(manifest: Union[str, Path, pd.DataFrame], out_dir: Union[str, 
     on_disk = index.assign(**{c: [Path(os.path.relpath(p, here)).as_posix() for p in index[c]]
                               for c in MASK_FILE_COLUMNS})
     write_csv_atomic(index_path, on_disk)
-    log.info("parse[%s]: wrote %s (%d rows, mean foreground %.3f)", name, index_path, len(index),
-             float(index["fg_fraction"].mean()) if len(index) else float("nan"))
-    return ParseResult(index=index, processed=done, reused=reused, reset=reset, index_path=index_path)
+    return index
