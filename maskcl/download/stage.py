@@ -173,51 +173,9 @@ def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], dat
     """
     from ..datasets import get_dataset, split_statistics
 
-    data_root, cache = Path(data_root), Path(cache)
-    archive: Optional[Path] = None
-    digest: Optional[str] = None
     loader = get_dataset(name)  # unknown names fail here, listing the known ones
-    if loader.generated:
-        shown = loader.display_name
-        if source is not None:
-            raise ConfigError(f"data.sources.{name}.source is set, but {shown} is generated, not downloaded; "
-                              f"remove it ({shown} is configured under data.{name})")
-        check_data_folder(data_root / name)  # before anything is generated there
-        location = loader.generate(data_root / name, dict(synthcc or {}), workers=max(1, int(workers)))
-        kind = "generated"
-    else:
-        if source is None or not str(source).strip():
-            raise _missing_source(name)
-        source = str(source).strip()
-        if _is_url(source):
-            if urllib.parse.urlsplit(source).scheme.lower() not in ("http", "https"):
-                raise ConfigError(f"data.sources.{name}.source: {source!r} is not an http(s) URL; use http(s), a "
-                                  f"local archive or a folder")
-            check_data_folder(data_root / name)  # before anything is downloaded or extracted
-            cached = cache / name / _cache_name(source)
-            _remove_other_partials(cached.parent, cached.name)
-            archive = fetch_url(source, cached, sha256, progress=progress, pin_key=f"data.sources.{name}.sha256")
-            location, digest = _extract_cached(name, archive, sha256, data_root / name,
-                                               f"delete {archive} and rerun to download it again")
-            kind = "url"
-        else:
-            local = Path(os.path.expanduser(source))
-            if local.is_dir():
-                if sha256 is not None:
-                    raise ConfigError(f"data.sources.{name}.sha256 is set but the source {local} is a folder; a "
-                                      f"checksum applies to archives only: remove it")
-                location, kind = local, "directory"
-            elif local.is_file():
-                check_data_folder(data_root / name)
-                archive = local
-                location, digest = _extract_cached(name, local, sha256, data_root / name,
-                                                   f"replace {local} with a complete copy (download it again) and "
-                                                   f"rerun")
-                kind = "archive"
-            else:
-                raise DatasetError(f"{name}: source {local} does not exist; fix data.sources.{name}.source in "
-                                   f"config.yaml (a URL, a local archive or an extracted folder)")
-    frame = loader.load(location)  # the same instance: SynthCC fills its expected counts while loading
+    where = _locate(loader, name, source, sha256, Path(data_root), Path(cache), synthcc, progress, workers)
+    frame = loader.load(where.location)  # the same instance: SynthCC fills its expected counts while loading
     if verify_images:
         check_images(list(frame["path"]), progress=progress)
     stats = split_statistics(frame, loader.splits)
@@ -230,10 +188,10 @@ def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], dat
     info = {
         "name": name,
         "root": frame.attrs["root"],
-        "source": source,
-        "source_kind": kind,
-        "archive": str(archive) if archive is not None else None,
-        "archive_sha256": digest,
+        "source": where.source,
+        "source_kind": where.kind,
+        "archive": str(where.archive) if where.archive is not None else None,
+        "archive_sha256": where.digest,
         "images": int(len(frame)),
         "columns": list(frame.columns),
         "stats": stats.to_dict(orient="records"),
@@ -248,3 +206,54 @@ def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], dat
                 manifest_out)
     return PreparedDataset(name=name, root=Path(frame.attrs["root"]), manifest=frame, stats=stats,
                            differences=differences, info=info)
+
+
+@dataclass(frozen=True)
+class _Located:
+    """Where a dataset's files are and how they got there (``source_kind`` of ``dataset.json``)."""
+
+    location: Path
+    kind: str                        # generated, url, archive or directory
+    source: Optional[str] = None     # the configured source, stripped
+    archive: Optional[Path] = None   # the archive extracted (url, archive)
+    digest: Optional[str] = None     # its sha256
+
+
+def _locate(loader: Any, name: str, source: Optional[str], sha256: Optional[str], data_root: Path, cache: Path,
+            synthcc: Optional[Mapping[str, Any]], progress: bool, workers: int) -> _Located:
+    """Generate, download and extract, extract, or take in place: the dataset's folder, by its source."""
+    if loader.generated:
+        shown = loader.display_name
+        if source is not None:
+            raise ConfigError(f"data.sources.{name}.source is set, but {shown} is generated, not downloaded; "
+                              f"remove it ({shown} is configured under data.{name})")
+        check_data_folder(data_root / name)  # before anything is generated there
+        return _Located(loader.generate(data_root / name, dict(synthcc or {}), workers=max(1, int(workers))),
+                        "generated", source)
+    if source is None or not str(source).strip():
+        raise _missing_source(name)
+    source = str(source).strip()
+    if _is_url(source):
+        if urllib.parse.urlsplit(source).scheme.lower() not in ("http", "https"):
+            raise ConfigError(f"data.sources.{name}.source: {source!r} is not an http(s) URL; use http(s), a "
+                              f"local archive or a folder")
+        check_data_folder(data_root / name)  # before anything is downloaded or extracted
+        cached = cache / name / _cache_name(source)
+        _remove_other_partials(cached.parent, cached.name)
+        archive = fetch_url(source, cached, sha256, progress=progress, pin_key=f"data.sources.{name}.sha256")
+        location, digest = _extract_cached(name, archive, sha256, data_root / name,
+                                           f"delete {archive} and rerun to download it again")
+        return _Located(location, "url", source, archive, digest)
+    local = Path(os.path.expanduser(source))
+    if local.is_dir():
+        if sha256 is not None:
+            raise ConfigError(f"data.sources.{name}.sha256 is set but the source {local} is a folder; a "
+                              f"checksum applies to archives only: remove it")
+        return _Located(local, "directory", source)
+    if local.is_file():
+        check_data_folder(data_root / name)
+        location, digest = _extract_cached(name, local, sha256, data_root / name,
+                                           f"replace {local} with a complete copy (download it again) and rerun")
+        return _Located(location, "archive", source, local, digest)
+    raise DatasetError(f"{name}: source {local} does not exist; fix data.sources.{name}.source in "
+                       f"config.yaml (a URL, a local archive or an extracted folder)")
