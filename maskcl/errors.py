@@ -8,7 +8,7 @@ that line and exit non-zero instead of showing a traceback.
 from __future__ import annotations
 
 __all__ = ["MaskCLError", "ConfigError", "DatasetError", "DownloadError", "ChecksumError",
-           "UnsafeArchiveError", "CheckpointError", "ImageReadError", "EvaluationError", "ReportingError",
+           "UnsafeArchiveError", "CheckpointError", "ImageReadError", "EvaluationError", "InferenceError", "ReportingError",
            "GpuBusyError"]
 
 
@@ -46,6 +46,10 @@ class ImageReadError(MaskCLError):
 
 class EvaluationError(MaskCLError):
     """Evaluation inputs are inconsistent (shapes, labels, non-finite distances, unknown names)."""
+
+
+class InferenceError(MaskCLError):
+    """An input of a trained model used outside the DAG (``maskcl.inference``, the ``maskcl`` command) is wrong."""
 
 
 class ReportingError(MaskCLError):

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Dict, Mapping, Pattern, Tuple
 
 __all__ = ["RESULTS", "MANIFEST", "STATS", "DATASET_INFO", "MASK_DIR", "MASK_INDEX", "MASK_QUALITY_CSV",
-           "MASK_QUALITY_MD", "PRETRAIN", "RUN_DIR", "RUN_MODEL", "RUN_TRAIN_LOG", "RUN_METRICS", "RUN_RANKS",
+           "MASK_QUALITY_MD", "PRETRAIN", "RUN_DIR", "RUN_MODEL", "RUN_TRAIN_LOG", "RUN_METRICS", "RUN_RANKS", "RUN_CARD",
            "STATE_DIR", "TABLES_DIR", "FIGURES_DIR", "SYNTHCC_META", "EXTRACT_MARKER", "fill", "pattern_regex",
            "TABLE_FORMATS", "TableEntry", "FigureEntry", "TABLES", "FIGURES", "TABLE_STEMS", "FIGURE_KINDS",
            "tables_outputs"]
@@ -42,6 +42,7 @@ STATE_DIR = f"{RESULTS}/{{dataset}}/state/{{experiment}}/{{masks}}/seed{{seed}}"
 # stage 4, evaluation
 RUN_METRICS = f"{RUN_DIR}/metrics.json"
 RUN_RANKS = f"{RUN_DIR}/ranks.npz"
+RUN_CARD = f"{RUN_DIR}/model_card.md"
 # stage 5, tables and figures
 TABLES_DIR = f"{RESULTS}/tables"
 FIGURES_DIR = f"{RESULTS}/figures"

@@ -9,7 +9,7 @@ from maskcl.config import check_config_files, check_working_config, validate_con
 from maskcl.datasets import DATASETS as _DATASET_CLASSES
 from maskcl.errors import MaskCLError
 from maskcl.layout import (DATASET_INFO, MANIFEST, MASK_INDEX, MASK_QUALITY_CSV, MASK_QUALITY_MD, PRETRAIN,
-                           RUN_METRICS, RUN_MODEL, RUN_RANKS, RUN_TRAIN_LOG, STATS, TABLES_DIR, fill)
+                           RUN_CARD, RUN_METRICS, RUN_MODEL, RUN_RANKS, RUN_TRAIN_LOG, STATS, TABLES_DIR, fill)
 from maskcl.plan import build_plan
 
 # The conda envs install this checkout (`pip: -e "${MASKCL_ROOT}"`, see envs/): point them at it.

@@ -8,6 +8,7 @@ rule evaluate:
     output:
         metrics=RUN_METRICS,
         ranks=RUN_RANKS,
+        card=RUN_CARD,
     log:
         "logs/evaluate/{dataset}/{experiment}/{masks}/seed{seed}.log",
     benchmark:

@@ -973,3 +973,32 @@ def test_tables_rule_and_html_report(ws, tmp_path):
     assert set(zip(runs.experiment, runs.masks, runs.seed)) == {
         ("maskcl", "groundtruth-silhouette", 0), ("maskcl", "groundtruth-silhouette", 1),
         ("maskcl_no_crossview", "groundtruth-silhouette", 0), ("supervised", "none", 0)}
+
+
+def test_tables_footnote_the_training_hardware_and_warn_when_it_differs():
+    from maskcl.hardware import describe_hardware
+    from maskcl.reporting.aggregate import HARDWARE_SEP
+    from maskcl.reporting.tables import _eval_note, hardware_runs
+
+    record = {"device": "cpu", "cpu_model": "AMD EPYC", "torch_threads": 1, "world_size": 1, "bn_groups": 1,
+              "bn_batch": 256, "precision": "float32", "torch": "2.14.1"}
+    assert describe_hardware(record) == "CPU AMD EPYC, 1 thread; BatchNorm batch 256; float32; torch 2.14.1"
+    cpu = describe_hardware(record, bn_batch=False)
+    assert cpu == "CPU AMD EPYC, 1 thread; float32; torch 2.14.1"
+    gpu = describe_hardware({"device": "cuda", "gpu_names": ["NVIDIA H100"] * 4, "world_size": 4, "bn_groups": 4,
+                             "bn_batch": 64, "precision": "bf16", "torch": "2.4.0", "cuda": "12.1"})
+    assert gpu == "4× NVIDIA H100; BatchNorm batch 64 × 4 groups; bf16; torch 2.4.0, CUDA 12.1"
+    assert describe_hardware(None) == "unrecorded"
+    # the tables' phrase: a recipe's batch is no hardware difference, the BatchNorm grouping is
+    assert "BatchNorm" not in describe_hardware({"device": "cpu", "bn_batch": 16, "bn_groups": 1}, bn_batch=False)
+    assert "BatchNorm in 4 groups" in describe_hardware({"device": "cuda", "bn_batch": 64, "bn_groups": 4},
+                                                        bn_batch=False)
+    same = pd.DataFrame({"label": ["MaskCL", "ClusterContrast"], "eval_metric": ["euclidean"] * 2,
+                         "rerank": [False] * 2, "flip": [False] * 2, "hardware": [cpu, cpu]})
+    assert _eval_note(same).endswith(f" Trained on: {cpu}.")
+    # one row's seeds on the CPU and on GPUs: the caption warns and names which rows ran where
+    mixed = same.assign(hardware=[cpu + HARDWARE_SEP + gpu, cpu])
+    assert hardware_runs(mixed) == {cpu: ["MaskCL", "ClusterContrast"], gpu: ["MaskCL"]}
+    note = _eval_note(mixed)
+    assert "Warning: these rows were trained on different hardware" in note
+    assert f"{gpu} (MaskCL)" in note and "Trained on" not in note

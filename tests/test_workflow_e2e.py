@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -67,6 +68,38 @@ def test_tables_hold_both_methods_and_their_protocols(dag_run):
     csv = pd.read_csv(work / "results/tables/results.csv")
     assert {"maskcl", "clustercontrast"} <= set(csv["experiment"])
     assert (work / "results/tables/results.tex").read_text().count("\\toprule") >= 1
+
+
+def test_a_trained_model_outside_the_dag(dag_run, tmp_path):
+    """The default DAG's model: ``maskcl extract`` on its query and gallery images, ranked, gives the run's
+    own ``general`` mAP; its model card and the tables name the training hardware (issue #28)."""
+    from maskcl.cli import main as cli
+    from maskcl.evaluation.protocols import run_protocols
+    from maskcl.manifest import read_manifest
+
+    work, _ = dag_run
+    run = work / "results/synthcc/runs/clustercontrast/none/seed0"
+    manifest = read_manifest(work / "results/synthcc/manifest.csv", splits=("train", "query", "gallery"))
+    rows = manifest.index[manifest["split"].isin(["query", "gallery"])].to_numpy()
+    listing = tmp_path / "images.txt"
+    listing.write_text("\n".join(manifest["path"].iloc[rows]) + "\n")
+    out = tmp_path / "features.npz"
+    assert cli(["extract", str(run / "model.pt"), "--list", str(listing), "--out", str(out), "--device", "cpu",
+                "--quiet"]) == 0
+    features = np.load(out)["features"]
+    ours = run_protocols("synthcc", manifest, features, feature_rows=rows, protocols=["general"])["general"]
+    doc = json.loads((run / "metrics.json").read_text())
+    assert ours.summary()["mAP"] == pytest.approx(doc["protocols"]["general"]["mAP"], rel=1e-6)
+    # the training hardware: in model.pt, metrics.json, the model card and the tables' footnote
+    training = doc["provenance"]["training"]
+    assert training["device"] == "cpu" and training["train_time_s"] > 0 and training["torch_threads"] >= 1
+    card = (run / "model_card.md").read_text()
+    head = doc["protocols"]["cc"]
+    assert "# ClusterContrast (re-impl.) on SynthCC (seed 0)" in card and "ise_lp_weight" not in card
+    assert f"| `cc` | {100 * head['mAP']:.1f} | {100 * head['rank1']:.1f} |" in card
+    assert f"CPU {training['cpu_model']}" in card and "| train |" in card
+    md = (work / "results/tables/results.md").read_text()
+    assert f"Trained on: CPU {training['cpu_model']}" in md
 
 
 def test_report_renders(dag_run):

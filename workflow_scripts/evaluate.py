@@ -11,7 +11,7 @@ def main(smk):
     # must record the run's training settings (job["train"], from the plan) and seed
     evaluate_checkpoint(smk.wildcards.dataset, smk.input.manifest, smk.input.model, smk.output.metrics,
                         smk.output.ranks, settings=job["settings"], train=job["train"], run=job["run"],
-                        threads=smk.threads)
+                        threads=smk.threads, out_card=smk.output.card)
 
 
 run_job(main, snakemake)  # noqa: F821 - injected by Snakemake

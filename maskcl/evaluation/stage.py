@@ -151,7 +151,8 @@ def evaluate_checkpoint(dataset: str, manifest_path: os.PathLike | str, model_pa
                         out_metrics: os.PathLike | str, out_ranks: os.PathLike | str, *,
                         settings: Union[EvalSettings, Mapping[str, Any]], device: Optional[str] = None,
                         threads: Optional[int] = None, run: Optional[Mapping[str, Any]] = None,
-                        train: Optional[Mapping[str, Any]] = None) -> Dict[str, ProtocolResult]:
+                        train: Optional[Mapping[str, Any]] = None,
+                        out_card: Optional[os.PathLike | str] = None) -> Dict[str, ProtocolResult]:
     """The ``evaluate`` rule: load ``model.pt`` (RGB branch), check it is the run's, evaluate, write both files.
 
     ``settings`` is an ``EvalSettings`` or the config's ``evaluate`` section as the rule passes it
@@ -162,7 +163,8 @@ def evaluate_checkpoint(dataset: str, manifest_path: os.PathLike | str, model_pa
     settings. ``train`` is the run's training settings as the plan merges them: the model must be
     the one ``train`` and ``run['seed']`` describe (:func:`check_run_model`, before any feature is
     computed). The evaluate rule always passes both; a library call without ``train`` evaluates
-    the file as it is (a user's own model), which is logged.
+    the file as it is (a user's own model), which is logged. ``out_card``: where the run's model card
+    goes (``maskcl.evaluation.card``), written last.
     """
     from ..devices import select_device
     from ..models.export import load_model
@@ -184,5 +186,12 @@ def evaluate_checkpoint(dataset: str, manifest_path: os.PathLike | str, model_pa
     else:
         log.warning("%s: not checked against a run (no training settings given); evaluated as it is", model_path)
     config = {"run": dict(run or {}), "train": meta.get("settings"), "evaluate": section, "model": str(model_path)}
-    return evaluate_model(dataset, manifest, model, transform, out_metrics, out_ranks, settings=record, device=dev,
-                          config=config, training=meta.get("training"))
+    results = evaluate_model(dataset, manifest, model, transform, out_metrics, out_ranks, settings=record,
+                             device=dev, config=config, training=meta.get("training"))
+    if out_card is not None:
+        from ..io import read_json
+        from .card import write_model_card
+
+        write_model_card(out_card, read_json(out_metrics), meta, manifest, model_file=os.path.basename(model_path),
+                         run=run)
+    return results

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from ..errors import EvaluationError
 from .images import ImageSet, load_rgb_eval
@@ -30,7 +31,8 @@ def extract_features(model: Callable[[torch.Tensor], torch.Tensor], paths: Seque
                      transform: Callable[[Image.Image], torch.Tensor], *, batch_size: int = 64,
                      device: Any = "cpu", flip: bool = False, normalize: bool = True, num_workers: int = 0,
                      channels_last: str = "off", reader: Callable[[str], Image.Image] = load_rgb_eval,
-                     log_summary: bool = True) -> np.ndarray:
+                     log_summary: bool = True, dataset: Optional[Dataset] = None,
+                     progress: bool = False) -> np.ndarray:
     """Embed images in order: ``model(x)`` (+ ``model(flip(x))`` if ``flip``), then L2-normalised.
 
     CAL averages a horizontally flipped copy; the official MaskCL evaluator does not (``flip=False``).
@@ -59,6 +61,11 @@ def extract_features(model: Callable[[torch.Tensor], torch.Tensor], paths: Seque
         path → PIL RGB image, raising the caller's one-line error (``maskcl.models.images``).
     log_summary : bool
         Log one line with the number and size of the features (evaluation).
+    dataset : torch Dataset, optional
+        Yields (tensor, index) per row instead of ``ImageSet(paths, transform, reader)``: images that
+        are not files (``maskcl.inference``); ``paths`` then only gives the row count.
+    progress : bool
+        A progress bar over the batches (the ``maskcl extract`` command).
 
     Returns
     -------
@@ -73,7 +80,8 @@ def extract_features(model: Callable[[torch.Tensor], torch.Tensor], paths: Seque
     if batch_size < 1:
         raise EvaluationError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device)
-    loader = DataLoader(ImageSet(paths, transform, reader=reader), batch_size=batch_size, shuffle=False,
+    images = dataset if dataset is not None else ImageSet(paths, transform, reader=reader)
+    loader = DataLoader(images, batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, drop_last=False, pin_memory=device.type == "cuda")
     cl = device.type == "cuda" and channels_last in ("auto", "on")
     is_module = isinstance(model, nn.Module)
@@ -83,7 +91,7 @@ def extract_features(model: Callable[[torch.Tensor], torch.Tensor], paths: Seque
     chunks = []
     try:
         with torch.inference_mode():
-            for x, _ in loader:
+            for x, _ in tqdm(loader, desc="features", unit="batch", disable=not progress, mininterval=1.0):
                 x = x.to(device, non_blocking=True)
                 if cl:
                     x = x.contiguous(memory_format=torch.channels_last)

@@ -17,11 +17,12 @@ import pandas as pd
 
 from ..evaluation.protocols import PROTOCOLS
 from ..errors import ReportingError
+from ..hardware import describe_hardware
 from ..methods import report_order as method_order
 from .labels import group_of, protocol_short, run_label, supervision
 from .runs import COMPONENTS, METRIC_KEYS, Run, components_of
 
-__all__ = ["METRIC_KEYS", "METRIC_HEADERS", "LAST_QUALITY", "last_epoch_quality", "per_seed_frame", "aggregate_seeds", "protocol_order",
+__all__ = ["HARDWARE_SEP", "METRIC_KEYS", "METRIC_HEADERS", "LAST_QUALITY", "last_epoch_quality", "per_seed_frame", "aggregate_seeds", "protocol_order",
            "dataset_order", "cmc_frame"]
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 METRIC_HEADERS = {"mAP": "mAP", "mINP": "mINP", "rank1": "R1", "rank5": "R5", "rank10": "R10", "rank20": "R20"}
 _COUNTS = ("num_queries", "num_valid_queries", "num_skipped_queries", "num_gallery", "num_trials")
 IDENTITY = ["dataset", "protocol", "experiment", "method", "masks"]
+#: Joins the distinct hardware phrases of one aggregated row (a phrase itself uses "; ").
+HARDWARE_SEP = " | "
 #: Pseudo-label quality the tables report per run: train_log.csv column → table column (last epoch's value).
 LAST_QUALITY: Dict[str, str] = {"ari_id": "last_ari_id", "ari_clothes": "last_ari_clothes"}
 
@@ -62,7 +65,8 @@ def per_seed_frame(runs: Sequence[Run], quality: Optional[Mapping[Path, Mapping[
         method, supervision, label, masks, mask_source, mask_mode, seed, the component switches of the
         methods run,
         ``METRIC_KEYS`` (and ``<metric>_draw_std`` for single-shot protocols: spread over gallery
-        draws within the run), counts, eval_metric, rerank, flip (from the provenance), the
+        draws within the run), counts, eval_metric, rerank, flip (from the provenance), hardware (what
+        trained the model: ``maskcl.hardware.describe_hardware`` of ``provenance.training``), the
         ``LAST_QUALITY`` columns, metrics_path.
     """
     quality = quality or {}
@@ -96,6 +100,7 @@ def per_seed_frame(runs: Sequence[Run], quality: Optional[Mapping[Path, Mapping[
             row["eval_metric"] = settings.get("metric")
             row["rerank"] = settings.get("rerank")
             row["flip"] = (doc.get("provenance") or {}).get("flip")
+            row["hardware"] = describe_hardware((doc.get("provenance") or {}).get("training"), bn_batch=False)
             q = quality.get(run.folder, {})
             row.update({c: float(q.get(c, float("nan"))) for c in LAST_QUALITY.values()})
             row["metrics_path"] = str(run.metrics_path)
@@ -145,7 +150,8 @@ def aggregate_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
         Identity and description columns, ``n``, ``seeds`` (``;``-joined), ``<metric>_mean`` and
         ``<metric>_std`` for every ``METRIC_KEYS`` (std NaN when n = 1; metrics undefined in a seed,
         e.g. no valid query, are left out of that mean and ``<metric>_n`` says how many counted), and
-        ``<column>_mean`` / ``<column>_std`` of the ``LAST_QUALITY`` columns.
+        ``<column>_mean`` / ``<column>_std`` of the ``LAST_QUALITY`` columns, ``hardware`` (the seeds'
+        distinct hardware phrases joined by ``HARDWARE_SEP``).
     """
     if per_seed.empty:
         raise ReportingError("no protocol results to aggregate")
@@ -174,6 +180,9 @@ def aggregate_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
         for k in ("eval_metric", "rerank", "flip"):
             vals = grp[k].dropna().unique()
             row[k] = vals[0] if len(vals) == 1 else (None if len(vals) == 0 else "varies")
+        # every seed's hardware, in seed order (a table footnotes them and warns when they differ)
+        hw = grp.sort_values("seed")["hardware"] if "hardware" in grp else pd.Series([], dtype=object)
+        row["hardware"] = HARDWARE_SEP.join(dict.fromkeys(str(h) for h in hw))
         out.append(row)
     return _sorted(pd.DataFrame(out))
 

@@ -26,7 +26,8 @@ __all__ = ["new_figure", "save_figure", "sidecar_path", "load_tile", "COLOURS"]
 log = logging.getLogger(__name__)
 
 #: Border colours of retrieval grids and shared series colours.
-COLOURS = {"query": "#1f5fbf", "good": "#1a9641", "wrong": "#d7191c", "junk": "#8c8c8c", "none": "#ffffff"}
+COLOURS = {"query": "#1f5fbf", "good": "#1a9641", "wrong": "#d7191c", "junk": "#8c8c8c", "none": "#ffffff",
+           "unlabelled": "#404040"}
 
 
 def new_figure(width: float, height: float) -> Figure:

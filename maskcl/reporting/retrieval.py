@@ -206,6 +206,9 @@ def plot_retrieval(frame: pd.DataFrame, png: os.PathLike | str, *, title: str,
                    tile_height: int = 96, border: int = 4) -> Tuple[Path, Path]:
     """Draw a grid from ``retrieval_frame`` (one composed image, labels above each cell); PNG + sidecar.
 
+    A frame with a ``caption`` column (``maskcl rank``: images without identities, flag ``unlabelled``)
+    has its own text above each cell instead of the identity and correctness.
+
     Raises
     ------
     ReportingError
@@ -238,7 +241,9 @@ def plot_retrieval(frame: pd.DataFrame, png: os.PathLike | str, *, title: str,
             continue
         canvas[y0:y0 + tile.shape[0], x0:x0 + tile.shape[1]] = tile
         flag = c["flag"]
-        if flag == "query":
+        if isinstance(c.get("caption"), str) and c["caption"]:
+            text, colour = c["caption"], COLOURS["query" if flag == "query" else "unlabelled"]
+        elif flag == "query":
             ap = "" if np.isnan(c["ap"]) else f", AP {100 * c['ap']:.0f}"
             text, colour = f"query id {c['pid']}{ap}", COLOURS["query"]
         elif flag == "junk":

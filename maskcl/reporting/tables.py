@@ -20,7 +20,7 @@ import pandas as pd
 from ..evaluation.protocols import comparison_protocols
 from ..io import write_csv_atomic, write_text_atomic
 from ..methods import get_method, switched_methods
-from .aggregate import METRIC_HEADERS, METRIC_KEYS, dataset_order, protocol_order
+from .aggregate import HARDWARE_SEP, METRIC_HEADERS, METRIC_KEYS, dataset_order, protocol_order
 from .labels import GROUPS, dataset_name, group_title, method_name, protocol_short
 from .published import PublishedEntry, published_frame
 from .render import Code, Column, Metric, Rich, RowGroup, Section, Table, tables_to_latex, tables_to_markdown
@@ -100,7 +100,32 @@ def _eval_note(frame: pd.DataFrame) -> str:
     m = ", ".join(metric) if metric else "unrecorded"
     r = " / ".join(words.get(x, x) for x in rerank) if rerank else "re-ranking unrecorded"
     f = {"True": ", features of the flipped image added", "varies": ", flip augmentation varies"}
-    return f"Ranking: {m} distance, {r}{''.join(f.get(x, '') for x in flip)}."
+    return f"Ranking: {m} distance, {r}{''.join(f.get(x, '') for x in flip)}.{_hardware_note(frame)}"
+
+
+def hardware_runs(frame: pd.DataFrame) -> Dict[str, List[str]]:
+    """Each distinct training hardware of a table's rows → the row labels trained on it (first-seen order)."""
+    out: Dict[str, List[str]] = {}
+    if "hardware" not in frame:
+        return out
+    for label, joined in zip(frame["label"], frame["hardware"]):
+        for hw in str(joined).split(HARDWARE_SEP) if isinstance(joined, str) and joined else ["unrecorded"]:
+            labels = out.setdefault(hw, [])
+            if label not in labels:
+                labels.append(label)
+    return out
+
+
+def _hardware_note(frame: pd.DataFrame) -> str:
+    """`` Trained on: <hardware>.``, or a warning naming which rows were trained on which hardware."""
+    runs = hardware_runs(frame)
+    if not runs:
+        return ""
+    if len(runs) == 1:
+        return f" Trained on: {next(iter(runs))}."
+    parts = "; ".join(f"{hw} ({', '.join(labels)})" for hw, labels in runs.items())
+    return (f" Warning: these rows were trained on different hardware, which moves the numbers (threads, "
+            f"BatchNorm batch, precision): {parts}.")
 
 
 def _protocol_list(dataset: str, protocols: Sequence[str], frame: pd.DataFrame) -> Rich:
@@ -442,7 +467,7 @@ def _csv_identity(frame: pd.DataFrame) -> List[str]:
 
 
 _CSV_COUNTS = ["num_queries", "num_valid_queries", "num_skipped_queries", "num_gallery", "num_trials",
-               "eval_metric", "rerank", "flip"]
+               "eval_metric", "rerank", "flip", "hardware"]
 _CSV_PUBLISHED = ["status", "kind", "source", "reported_protocol", "note"]
 
 

@@ -20,7 +20,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -159,7 +159,7 @@ def train(settings: TrainSettings, data: TrainData, *, seed: int, out_model: str
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             return TrainResult(epoch + 1 - start_epoch, resumed_from, rows, time.time() - t0)
     if comm.is_main:
-        _export(method, settings, data, seed, out_model)
+        _export(method, settings, data, seed, out_model, rows=rows)
         write_text_atomic(out_log, _rows_to_csv(rows))
         # the outputs are whole: the resume state (weights + Adam moments, ~290 MB for two ResNet-18
         # branches) is spent, and a --forcerun should train again rather than re-export the last epoch
@@ -213,10 +213,15 @@ def _run_epoch(method: Any, s: TrainSettings, data: TrainData, epoch: int, seed:
 
 
 def _export(method: Any, s: TrainSettings, data: TrainData, seed: int, out_model: str,
-            epochs: Optional[int] = None) -> None:
-    """``model.pt`` of the trained method (format: ``maskcl.models.export``); ``epochs`` run, default all."""
+            epochs: Optional[int] = None, rows: Sequence[Mapping[str, Any]] = ()) -> None:
+    """``model.pt`` of the trained method (format: ``maskcl.models.export``); ``epochs`` run, default all.
+
+    ``rows`` are the log rows of every epoch (a resumed run's included), whose ``epoch_s`` sum is the
+    training time the model card reports: compute time, not the wall time of interrupted sessions.
+    """
     hardware = training_hardware(method.device, world_size=s.world_size, bn_groups=s.bn_groups,
                                  batch_size=s.batch_size, amp=s.amp)
+    hardware["train_time_s"] = round(sum(float(r.get("epoch_s", 0.0)) for r in rows), 1)
     save_model(out_model, method=s.method, arch=s.arch, dim=method.rgb_backbone().dim, pooling=s.pooling,
                last_stride=s.last_stride, input_size=[s.height, s.width], settings=s.to_dict(), seed=seed,
                epochs=s.epochs if epochs is None else epochs, train_images=len(data), weights=method.export(),
