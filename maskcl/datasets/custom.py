@@ -30,7 +30,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple
 
 import pandas as pd
 
@@ -64,7 +64,7 @@ class CustomFolder:
     pattern: Optional[str] = None
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any], key: str = _KEY) -> "CustomFolder":
+    def from_config(cls, section: Mapping[str, Any], key: str = _KEY) -> CustomFolder:
         """The record of a ``data.custom`` section (schema defaults filled in).
 
         Raises
@@ -97,7 +97,7 @@ class CustomFolder:
         return path if path.is_absolute() else Path(os.path.expanduser(self.root)) / path
 
 
-def _compile(pattern: str, key: str) -> "re.Pattern[str]":
+def _compile(pattern: str, key: str) -> re.Pattern[str]:
     try:
         regex = re.compile(pattern)
     except re.error as e:
@@ -175,7 +175,7 @@ def read_labels(csv_path: Path, root: Path) -> pd.DataFrame:
             raise fail(line, header[min(len(cells), len(header) - 1)],
                        f"{len(cells)} cells where the header has {len(header)}", "one cell per column")
         rel = cells[at["path"]].strip()
-        split = _split_of(rel, lambda problem, fix: fail(line, "path", problem, fix))
+        split = _split_of(rel, lambda problem, fix, line=line: fail(line, "path", problem, fix))
         if not (root / rel).is_file():
             raise fail(line, "path", f"{root / rel} does not exist", "fix the path (relative to the dataset root) "
                                                                      "or remove the row")

@@ -192,7 +192,7 @@ def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], dat
     if differences:
         logger.warning("%s: %d difference(s) from the official counts (expected for a partial or modified copy): "
                        "%s", name, len(differences), "; ".join(differences))
-    else:
+    elif loader.official:
         logger.info("%s: split statistics match the official counts", name)
     info = {
         "name": name,
