@@ -309,6 +309,7 @@ def _workdir(tmp_path: Path, custom: Dict[str, object]) -> Path:
                     "schp": {"source": str(tmp_path / "lip.pth"), "device": "cpu"}}
     cfg["experiments"] = {"maskcl": {"method": "maskcl"}}
     cfg["train"].update(num_instances=2, batch_size=8, min_samples=2)
+    cfg["tables"] = {"topk_grid": 5}  # the retrieval grids show at most the 6 gallery images there are
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     return work
 
