@@ -54,6 +54,15 @@ def _component(value: Any, what: str) -> str:
     return text
 
 
+def _user_folders(config: Mapping[str, Any], datasets: Tuple[str, ...]) -> Dict[str, Any]:
+    """``data.<name>`` parsed once into its record, for each configured dataset that is a user's own folder."""
+    from .datasets import DATASETS
+    from .datasets.custom import CustomFolder
+
+    return {d: CustomFolder.from_config(config["data"].get(d, {}), key=f"data.{d}")
+            for d in datasets if DATASETS.get(d).user_folder}
+
+
 def ground_truth_datasets() -> Tuple[str, ...]:
     """Registered datasets whose manifest carries ground-truth parsing (a dataset class attribute)."""
     from .datasets import DATASETS
@@ -186,6 +195,8 @@ class Plan:
     warmups: Mapping[Tuple[str, str], Warmup]
     mask_sources: Mapping[str, Tuple[str, ...]]
     ground_truth: Tuple[str, ...]
+    #: Dataset → its ``data.<name>`` settings, for a user's own folder (``ReIDDataset.user_folder``).
+    folders: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def run(self, dataset: str, experiment: str, seed: int | str, masks: Optional[str] = None) -> RunRecord:
         """The record of one run; ``masks`` (a wildcard) must be the component the record writes."""
@@ -279,13 +290,15 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
     Raises
     ------
     ConfigError
-        Mask settings that do not fit the datasets, or an experiment whose training settings do not
+        A user's folder settings (``data.custom``) that do not hold together, mask settings that do
+        not fit the datasets, or an experiment whose training settings do not
         resolve (``experiments.<name> on <dataset>: <reason>``, e.g. an unknown key, named by its full
         path ``experiments.<name>.train.<key>``); the message has no file name. Values, override blocks and cross-key rules were checked by ``validate_config``.
     """
     from .training.settings import TrainSettings
 
     datasets = tuple(_component(d, "dataset") for d in config["datasets"])
+    folders = _user_folders(config, datasets)
     ground_truth = ground_truth_datasets()
     experiments = {_component(e, "experiment"): _experiment(config, e) for e in config["experiments"]}
     _check_masks(config, ground_truth, experiments)
@@ -320,4 +333,5 @@ def build_plan(config: Mapping[str, Any]) -> Plan:
     mask_sources = {d: tuple(s for s in sources if s != "groundtruth" or d in ground_truth) for d in datasets}
     return Plan(datasets=datasets, seeds=seeds, experiments=MappingProxyType(experiments),
                 runs=MappingProxyType(runs), warmups=MappingProxyType(warmups),
-                mask_sources=MappingProxyType(mask_sources), ground_truth=ground_truth)
+                mask_sources=MappingProxyType(mask_sources), ground_truth=ground_truth,
+                folders=MappingProxyType(folders))

@@ -91,7 +91,16 @@ def dataset_params(wildcards):
         "cache": data["cache"],
         "verify_images": data["verify_images"],
         "synthcc": data["synthcc"] if generated else None,
+        "folder": PLAN.folders[wildcards.dataset].to_dict() if wildcards.dataset in PLAN.folders else None,
     }
+
+
+def dataset_inputs(wildcards):
+    """A user's labels CSV (data.custom.labels): editing it rebuilds the manifest. A missing one is left to the
+    download job, which names it in one line (Snakemake's missing-input report would not)."""
+    folder = PLAN.folders.get(wildcards.dataset)
+    labels = folder.labels_path() if folder is not None else None
+    return {"labels": str(labels)} if labels is not None and labels.is_file() else {}
 
 
 # ---------------------------------------------------------------- stage 2: masks

@@ -2,6 +2,8 @@
 
 
 rule download:
+    input:
+        unpack(dataset_inputs),
     output:
         manifest=MANIFEST,
         stats=STATS,

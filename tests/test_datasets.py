@@ -88,7 +88,7 @@ def junk_and_good(q: pd.Series, gallery: pd.DataFrame, mode: str) -> Tuple[pd.Se
 def test_registry_holds_the_six_real_datasets():
     names = set(list_datasets())
     assert set(REAL) <= names
-    assert names - set(REAL) <= {"synthcc"}
+    assert names - set(REAL) <= {"synthcc", "custom"}
     for name in REAL:
         assert get_dataset(name).name == name
 
@@ -112,12 +112,12 @@ def test_schema_dataset_names_match_registry():
 
     props = load_schema()["properties"]
     registered = set(DATASETS.names())
-    downloaded = {n for n in registered if not DATASETS.get(n).generated}
+    downloaded = {n for n in registered if not DATASETS.get(n).generated and not DATASETS.get(n).user_folder}
     assert set(props["datasets"]["items"]["enum"]) == registered
     data = props["data"]["properties"]
     assert set(data["sources"]["propertyNames"]["enum"]) == downloaded
-    for name in registered - downloaded:  # generated datasets take their parameters from data.<name>
-        assert name in data, f"schema: add data.{name} (the generator's parameters)"
+    for name in registered - downloaded:  # generated datasets and a user's folder: parameters from data.<name>
+        assert name in data, f"schema: add data.{name} (the generator's parameters, or the folder's)"
     assert props["dataset_overrides"]["default"] == {}  # the official presets live on the dataset classes
     train = props["train"]["properties"]
     for name in registered:  # each preset is valid train settings (run_code.sh's allknn and iters)
@@ -167,7 +167,7 @@ def test_protocol_and_label_tables_are_views_of_the_classes():
     from maskcl.evaluation.protocols import HEADLINE, PROTOCOLS
     from maskcl.reporting.labels import DATASET_NAMES, PROTOCOL_SHORT
 
-    order = ["ltcc", "synthcc", "prcc", "vcclothes", "celebreid", "celebreid_light", "deepchange"]
+    order = ["ltcc", "synthcc", "prcc", "vcclothes", "celebreid", "celebreid_light", "deepchange", "custom"]
     assert list(report_order()) == order and list(PROTOCOLS) == order and list(HEADLINE) == order
     for name in order:
         cls = DATASETS.get(name)

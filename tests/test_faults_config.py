@@ -144,7 +144,7 @@ def test_top_level_value_names_the_top_level_path():
 def test_unknown_dataset_in_dataset_overrides():
     msg = _error(_broken(_dataset_override("market1501", {"train": {"iters": 10}})))
     assert "key dataset_overrides.market1501: 'market1501' is not a registered dataset" in msg
-    assert "use one of celebreid, celebreid_light, deepchange, ltcc, prcc, synthcc, vcclothes" in msg
+    assert "use one of celebreid, celebreid_light, custom, deepchange, ltcc, prcc, synthcc, vcclothes" in msg
 
 
 def test_unknown_section_and_key_in_dataset_override():

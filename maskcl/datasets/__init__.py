@@ -11,7 +11,7 @@ a gallery image of the same person in the same outfit share one clothes id.
 from __future__ import annotations
 
 import os
-from typing import List, Tuple, Type
+from typing import Any, List, Tuple, Type
 
 import pandas as pd
 
@@ -19,6 +19,7 @@ from ..registry import Registry
 from .base import MANIFEST_COLUMNS, ReIDDataset, SplitStats, split_statistics
 from .protocol import Protocol
 from .celeb import CelebReID, CelebReIDLight
+from .custom import CustomDataset
 from .deepchange import DeepChange
 from .ltcc import LTCC
 from .prcc import PRCC
@@ -50,6 +51,7 @@ register_dataset(VCClothes)
 register_dataset(CelebReID)
 register_dataset(CelebReIDLight)
 register_dataset(DeepChange)
+register_dataset(CustomDataset)
 
 
 def report_order() -> Tuple[str, ...]:
@@ -57,9 +59,13 @@ def report_order() -> Tuple[str, ...]:
     return tuple(_ORDER)
 
 
-def get_dataset(name: str) -> ReIDDataset:
-    """The loader instance for ``name`` (unknown names list the known ones)."""
-    return DATASETS.get(name)()
+def get_dataset(name: str, **settings: Any) -> ReIDDataset:
+    """The loader instance for ``name`` (unknown names list the known ones).
+
+    ``settings`` go to the loader's constructor: a user's own folder (``user_folder``) is built with
+    its ``folder=CustomFolder(...)``; every other loader takes none.
+    """
+    return DATASETS.build(name, **settings)
 
 
 def dataset_splits(name: str) -> Tuple[str, ...]:

@@ -167,6 +167,9 @@ class ReIDDataset:
     licence_gated: ClassVar[bool] = False
     #: Extra columns this loader adds after ``MANIFEST_COLUMNS``.
     extra_columns: ClassVar[Tuple[str, ...]] = ()
+    #: True for a user's own folder, configured under ``data.<name>`` and read in place (never
+    #: downloaded, extracted or generated); its loader is built with those settings.
+    user_folder: ClassVar[bool] = False
 
     # Facts every dataset must state itself: declared here without a value so that a subclass that
     # forgets one fails ``tests/test_datasets.py`` (and raises ``AttributeError`` on use) instead of

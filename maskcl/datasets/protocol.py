@@ -21,7 +21,9 @@ class Protocol:
     DeepChange); ``None`` means queries and gallery never share a camera (Celeb: nothing is
     excluded). ``cameras`` keeps only these 0-based camids on both sides. ``cloth_changing_only``
     keeps only identities flagged ``cloth_changing`` on both sides. ``single_shot`` evaluates
-    against repeated random galleries of one image per identity. ``short`` is the reader-facing
+    against repeated random galleries of one image per identity. ``needs_column`` offers the
+    protocol only on manifests that have this column (a user's dataset has ``cc`` only where its
+    labels give clothes ids, kept as ``outfit``); ``None``: always. ``short`` is the reader-facing
     summary the tables print beside every number of this protocol (``description``, the full
     definition, goes into ``metrics.json``; ``short`` never does).
     """
@@ -35,6 +37,7 @@ class Protocol:
     cameras: Optional[Tuple[int, ...]] = None
     cloth_changing_only: bool = False
     single_shot: bool = False
+    needs_column: Optional[str] = None
     short: str = field(kw_only=True)
 
     def describe(self) -> Dict[str, Any]:

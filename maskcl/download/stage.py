@@ -131,8 +131,8 @@ def _missing_source(name: str) -> ConfigError:
 
 def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], data_root: PathLike, cache: PathLike,
                     verify_images: bool, synthcc: Optional[Mapping[str, Any]], manifest_out: PathLike,
-                    stats_out: PathLike, info_out: PathLike, *, progress: bool = True,
-                    workers: int = 1) -> PreparedDataset:
+                    stats_out: PathLike, info_out: PathLike, *, folder: Optional[Mapping[str, Any]] = None,
+                    progress: bool = True, workers: int = 1) -> PreparedDataset:
     """Fetch / extract (or generate) dataset ``name`` and write its manifest, statistics and info.
 
     Parameters
@@ -151,6 +151,9 @@ def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], dat
         Decode every image once; the first unreadable file is an error.
     synthcc : mapping or None
         ``{"preset", "seed", "overrides"}`` for ``synthcc``.
+    folder : mapping or None
+        ``{"root", "labels", "pattern"}`` (``data.custom``) for a user's own folder
+        (``ReIDDataset.user_folder``), read in place; None for every other dataset.
     manifest_out, stats_out, info_out : path
         ``manifest.csv``, ``stats.csv`` and ``dataset.json``, each written atomically; image paths
         and the root are stored relocatable (``maskcl.manifest.write_manifest``).
@@ -172,9 +175,15 @@ def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], dat
         See ``fetch_url``, ``safe_extract`` and the dataset loaders.
     """
     from ..datasets import get_dataset, split_statistics
+    from ..datasets.custom import CustomFolder
 
     loader = get_dataset(name)  # unknown names fail here, listing the known ones
-    where = _locate(loader, name, source, sha256, Path(data_root), Path(cache), synthcc, progress, workers)
+    if loader.user_folder:
+        own = CustomFolder.from_config(folder or {}, key=f"data.{name}")
+        loader = get_dataset(name, folder=own)
+        where = _Located(Path(os.path.expanduser(own.root)), "directory", own.root)
+    else:
+        where = _locate(loader, name, source, sha256, Path(data_root), Path(cache), synthcc, progress, workers)
     frame = loader.load(where.location)  # the same instance: SynthCC fills its expected counts while loading
     if verify_images:
         check_images(list(frame["path"]), progress=progress)
@@ -183,7 +192,7 @@ def prepare_dataset(name: str, source: Optional[str], sha256: Optional[str], dat
     if differences:
         logger.warning("%s: %d difference(s) from the official counts (expected for a partial or modified copy): "
                        "%s", name, len(differences), "; ".join(differences))
-    else:
+    elif loader.official:
         logger.info("%s: split statistics match the official counts", name)
     info = {
         "name": name,

@@ -40,19 +40,31 @@ PROTOCOLS: Dict[str, Tuple[Protocol, ...]] = {name: DATASETS.get(name).protocols
 HEADLINE: Dict[str, str] = {name: DATASETS.get(name).headline_protocol for name in report_order()}
 
 
-def list_protocols(dataset: str) -> Tuple[Protocol, ...]:
-    """The protocols of ``dataset`` (raises ``EvaluationError`` listing known datasets)."""
+def list_protocols(dataset: str, manifest: Optional[pd.DataFrame] = None) -> Tuple[Protocol, ...]:
+    """The protocols of ``dataset`` (raises ``EvaluationError`` listing known datasets).
+
+    With ``manifest``, only those it offers: a protocol with ``needs_column`` is left out where the
+    manifest lacks that column (a user's dataset without clothes ids has no ``cc``).
+    """
     try:
-        return PROTOCOLS[dataset]
+        plist = PROTOCOLS[dataset]
     except KeyError:
         raise EvaluationError(f"no evaluation protocols for dataset {dataset!r}; known: "
                               f"{', '.join(sorted(PROTOCOLS))}") from None
+    if manifest is None:
+        return plist
+    return tuple(p for p in plist if p.needs_column is None or p.needs_column in manifest.columns)
 
 
-def get_protocol(dataset: str, name: str) -> Protocol:
+def get_protocol(dataset: str, name: str, manifest: Optional[pd.DataFrame] = None) -> Protocol:
+    """The protocol ``name`` of ``dataset`` (one ``manifest`` offers, where given)."""
     for p in list_protocols(dataset):
-        if p.name == name:
-            return p
+        if p.name != name:
+            continue
+        if manifest is not None and p not in list_protocols(dataset, manifest):
+            raise EvaluationError(f"protocol {dataset}/{name} needs the manifest column {p.needs_column!r}, which "
+                                  f"this manifest lacks (for {dataset}: labels without clothes ids)")
+        return p
     known = ", ".join(p.name for p in list_protocols(dataset))
     raise EvaluationError(f"dataset {dataset!r} has no protocol {name!r}; known: {known}")
 
@@ -237,7 +249,7 @@ def run_protocols(dataset: str, manifest: pd.DataFrame, features: Any, *, settin
     ----------
     dataset : str
         Registry name (``ltcc``, ``synthcc``, ``prcc``, ``vcclothes``, ``celebreid``,
-        ``celebreid_light``, ``deepchange``).
+        ``celebreid_light``, ``deepchange``, ``custom``).
     manifest : pandas.DataFrame
         The download stage's manifest (columns ``split, pid, camid, clothes_id`` plus the extras the
         protocols use: ``cloth_changing``, ``tracklet``). Rows are addressed by position.
@@ -252,7 +264,7 @@ def run_protocols(dataset: str, manifest: pd.DataFrame, features: Any, *, settin
     feature_rows : array-like of int, shape (R,), optional
         The manifest row of each feature row.
     protocols : sequence of str, optional
-        Subset of protocol names; default all.
+        Subset of protocol names; default every protocol the manifest offers (``list_protocols``).
     chunk_size : int, optional
         Query rows per distance block (memory bound); default about 128 MiB of distances.
     device : str or torch.device
@@ -270,9 +282,9 @@ def run_protocols(dataset: str, manifest: pd.DataFrame, features: Any, *, settin
         features for a needed row.
     """
     s = settings if settings is not None else EvalSettings.defaults()
-    plist = list_protocols(dataset)
+    plist = list_protocols(dataset, manifest)
     if protocols is not None:
-        plist = tuple(get_protocol(dataset, n) for n in protocols)
+        plist = tuple(get_protocol(dataset, n, manifest) for n in protocols)
     if int(s.single_shot_trials) < 1:
         raise EvaluationError(f"single_shot_trials must be >= 1, got {s.single_shot_trials}")
     cols = {"split", "pid", "camid", "clothes_id"}
