@@ -309,7 +309,7 @@ def _workdir(tmp_path: Path, custom: Dict[str, object]) -> Path:
                     "schp": {"source": str(tmp_path / "lip.pth"), "device": "cpu"}}
     cfg["experiments"] = {"maskcl": {"method": "maskcl"}}
     cfg["train"].update(num_instances=2, batch_size=8, min_samples=2)
-    cfg["tables"] = {"topk_grid": 5}  # the retrieval grids show at most the 6 gallery images there are
+    cfg["tables"] = {"topk_grid": 3}  # the retrieval grids show at most the 4 gallery images there are
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     return work
 
@@ -318,7 +318,8 @@ def _workdir(tmp_path: Path, custom: Dict[str, object]) -> Path:
 def test_the_whole_dag_runs_on_a_folder_built_here(tmp_path):
     folder = tmp_path / "mydata"
     folder.mkdir()
-    write_csv(folder / "labels.csv", build_folder(folder))
+    # small: SCHP parses every image at 473x473 (seconds each on a CPU)
+    write_csv(folder / "labels.csv", build_folder(folder, train_ids=4, test_ids=2))
     work = _workdir(tmp_path, {"root": str(folder), "labels": "labels.csv"})
     proc = _snakemake(work)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -336,7 +337,7 @@ def test_the_whole_dag_runs_on_a_folder_built_here(tmp_path):
     # a rerun has nothing to do; editing the labels rebuilds from the manifest on
     again = _snakemake(work, "-n", timeout=300)
     assert "Nothing to be done" in again.stdout + again.stderr
-    write_csv(folder / "labels.csv", build_folder(folder), columns=("path", "pid", "camid"))
+    write_csv(folder / "labels.csv", build_folder(folder, train_ids=4, test_ids=2), columns=("path", "pid", "camid"))
     dry = _snakemake(work, "-n", timeout=300)
     assert dry.returncode == 0 and "download" in dry.stdout
 
