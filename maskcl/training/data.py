@@ -30,7 +30,10 @@ from ..errors import DatasetError
 from ..masks.index import MASK_MODES, check_index_masks, load_mask, mask_fix
 from ..models.images import Key, load_rgb, seeded, split_key
 
-__all__ = ["PairedImageSet", "TrainData", "train_data_from_manifest"]
+__all__ = ["MASK_SEED_SALT", "PairedImageSet", "TrainData", "train_data_from_manifest"]
+
+#: The mask view of an item keyed (index, seed) draws from seed ^ MASK_SEED_SALT.
+MASK_SEED_SALT = 0x5EED
 
 
 @dataclass
@@ -136,4 +139,4 @@ class PairedImageSet(Dataset):
         if seed is None:
             return self.rgb_transform(img), self.mask_transform(mask), i
         # independent draws for the two views (the official code does not synchronise them)
-        return seeded(self.rgb_transform, img, seed), seeded(self.mask_transform, mask, seed ^ 0x5EED), i
+        return seeded(self.rgb_transform, img, seed), seeded(self.mask_transform, mask, seed ^ MASK_SEED_SALT), i

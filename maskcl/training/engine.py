@@ -30,6 +30,7 @@ from tqdm import tqdm
 from ..hardware import training_hardware
 from ..io import atomic_path, write_text_atomic
 from ..models.export import save_model
+from .batches import BatchMaker, DecodedImages, cache_rule
 from .comm import LocalComm
 from .data import TrainData
 from .methods import METHODS
@@ -148,8 +149,10 @@ def train(settings: TrainSettings, data: TrainData, *, seed: int, out_model: str
         log.info("starting %s from scratch on %d images (%s, device %s)", settings.method, len(data),
                  settings.arch, device)
         method.start()
+    batches = batch_maker(method, settings, data, device) if start_epoch < settings.epochs else None
     for epoch in range(start_epoch, settings.epochs):
-        rows.append(_run_epoch(method, settings, data, epoch, seed, optimizer, scheduler, device, progress))
+        rows.append(_run_epoch(method, settings, data, epoch, seed, optimizer, scheduler, device, progress,
+                               batches))
         if comm.is_main:  # every rank holds the same state; one writes it
             _save_state(state_path, {
                 "format": CHECKPOINT_FORMAT, "digest": digest, "epoch": epoch,
@@ -167,27 +170,72 @@ def train(settings: TrainSettings, data: TrainData, *, seed: int, out_model: str
     return TrainResult(settings.epochs - start_epoch, resumed_from, rows, time.time() - t0)
 
 
+def batch_maker(method: Any, s: TrainSettings, data: TrainData, device: torch.device) -> Optional[BatchMaker]:
+    """The decoded cache and batch maker of a method that declares its views, or None (the per-sample path).
+
+    The cache lives where ``maskcl.training.batches.cache_rule`` says; when it fits nowhere, the log
+    says so with the numbers and the run reads from disk per sample (the same batches, slower).
+    """
+    views = method.views()
+    if views is None:
+        log.info("data: per-sample path (%s declares no batch views)", s.method)
+        return None
+    sources = {v.source for v in views}
+    nbytes = len(data) * s.height * s.width * 3 * len(sources)
+    where, why = cache_rule(nbytes, device)
+    if where is None:
+        log.warning("data: no decoded cache (%s)", why)
+        return None
+    t0 = time.perf_counter()
+    masks = "mask" in sources
+    cache = DecodedImages.build(data.paths, (s.height, s.width), mask_paths=data.mask_paths if masks else None,
+                                mask_reader=data.mask_reader() if masks else None, where=where, device=device,
+                                workers=s.workers)
+    log.info("data: %d training images%s decoded and resized once into %s memory in %.1f s (%s); batches "
+             "augmented whole", len(data), " and masks" if masks else "", "device" if where == "device" else "host",
+             time.perf_counter() - t0, why)
+    return BatchMaker(cache, views, (s.height, s.width), device)
+
+
 def _run_epoch(method: Any, s: TrainSettings, data: TrainData, epoch: int, seed: int, optimizer: Any,
-               scheduler: Any, device: torch.device, progress: bool) -> Dict[str, Any]:
-    """Pseudo-labels, then ``s.iters`` optimisation steps; returns the epoch's log row."""
+               scheduler: Any, device: torch.device, progress: bool,
+               batches: Optional[BatchMaker] = None) -> Dict[str, Any]:
+    """Pseudo-labels, then ``s.iters`` optimisation steps; returns the epoch's log row.
+
+    The row's ``data_s`` is the time spent waiting for batches, ``step_s`` the time in the optimisation
+    steps and ``cluster_s`` the pseudo-labelling before them: where an epoch's ``epoch_s`` goes.
+    """
     t0 = time.time()
     seed_everything(seed, epoch)
     stats = method.prepare_epoch(epoch)
     t_cluster = time.time() - t0
     sampler = CameraAwarePKSampler(method.labels, data.camids, s.batch_size, s.num_instances, s.iters, seed,
                                    replacement=s.sampler_replacement)
-    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, 7]).generate_state(1)[0]))
     # the global batches; under DDP each rank keeps its contiguous slice of every one
-    loader = DataLoader(method.dataset(), batch_sampler=[method.comm.local_batch(b)
-                                                         for b in sampler.seeded_batches(epoch)],
-                        num_workers=s.workers, worker_init_fn=worker_init, generator=gen,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+    keys = [method.comm.local_batch(b) for b in sampler.seeded_batches(epoch)]
+    if batches is not None:
+        loader: Any = (batches(k) for k in keys)
+    else:
+        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, 7]).generate_state(1)[0]))
+        loader = DataLoader(method.dataset(), batch_sampler=keys, num_workers=s.workers, worker_init_fn=worker_init,
+                            generator=gen, pin_memory=device.type == "cuda", persistent_workers=False)
     method.module.train()
     sums: Dict[str, float] = {}
     n = 0
     bar = tqdm(loader, total=s.iters, desc=f"{s.method} epoch {epoch + 1}/{s.epochs}", disable=not progress,
                leave=False, mininterval=2.0)
-    for it, batch in enumerate(bar):
+    data_s = step_s = 0.0
+    batch_iter = iter(bar)
+    it = -1
+    while True:
+        t_wait = time.perf_counter()
+        try:
+            batch = next(batch_iter)
+        except StopIteration:
+            break
+        it += 1
+        t_step = time.perf_counter()
+        data_s += t_step - t_wait
         method.step_seed = int(np.random.SeedSequence([seed, epoch, it, 0x6A7E]).generate_state(1)[0])
         with _autocast(device, s.amp):
             loss, terms = method.step(batch)
@@ -199,6 +247,7 @@ def _run_epoch(method: Any, s: TrainSettings, data: TrainData, epoch: int, seed:
         sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
+        step_s += time.perf_counter() - t_step
     sums = method.comm.mean(sums)  # under DDP: the mean over ranks = the global-batch mean
     lr = optimizer.param_groups[0]["lr"]
     scheduler.step()
@@ -206,6 +255,8 @@ def _run_epoch(method: Any, s: TrainSettings, data: TrainData, epoch: int, seed:
     row.update({k: v / max(n, 1) for k, v in sums.items()})
     row.update(stats)
     row["cluster_s"] = round(t_cluster, 3)
+    row["data_s"] = round(data_s, 3)
+    row["step_s"] = round(step_s, 3)
     row["epoch_s"] = round(time.time() - t0, 3)
     log.info("epoch %d/%d: %s", epoch + 1, s.epochs,
              ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torchvision import transforms as T
@@ -35,10 +35,14 @@ class RandomErasingMean:
         self.probability, self.sl, self.sh, self.r1 = probability, sl, sh, r1
         self.mean = tuple(mean)
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+    def draw(self, h: int, w: int) -> Optional[Tuple[int, int, int, int]]:
+        """The box (top, left, height, width) to erase in an h×w image, or None: Python ``random``'s draws.
+
+        The one copy of the official draw order, shared by the per-sample transform and the batched path
+        (``maskcl.training.batches``), which must draw the same boxes from the same seeds.
+        """
         if random.uniform(0, 1) >= self.probability:
-            return img
-        _, h, w = img.shape
+            return None
         area = h * w
         for _ in range(100):
             target = random.uniform(self.sl, self.sh) * area
@@ -46,11 +50,18 @@ class RandomErasingMean:
             eh = int(round(math.sqrt(target * aspect)))
             ew = int(round(math.sqrt(target / aspect)))
             if ew < w and eh < h:
-                x1 = random.randint(0, h - eh)
-                y1 = random.randint(0, w - ew)
-                for c in range(img.shape[0]):
-                    img[c, x1:x1 + eh, y1:y1 + ew] = self.mean[c]
-                return img
+                top = random.randint(0, h - eh)
+                left = random.randint(0, w - ew)
+                return top, left, eh, ew
+        return None
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        _, h, w = img.shape
+        box = self.draw(h, w)
+        if box is not None:
+            top, left, eh, ew = box
+            for c in range(img.shape[0]):
+                img[c, top:top + eh, left:left + ew] = self.mean[c]
         return img
 
 

@@ -10,7 +10,7 @@ record (``maskcl.methods``), which the decorator attaches as ``facts``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Sequence, Type, TypeVar
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type, TypeVar
 
 import numpy as np
 import torch
@@ -20,10 +20,12 @@ from ...methods import MethodFacts, get_method
 from ...models.backbone import ReIDBackbone, build_backbone
 from ...models.images import load_rgb
 from ...registry import Registry
+from ..batches import View
 from ..comm import LocalComm
 from ..data import TrainData
 from ..settings import TrainSettings
 from ..transforms import test_transform
+
 
 __all__ = ["METHODS", "MethodBase", "register_method", "backbone_of"]
 
@@ -100,6 +102,15 @@ class MethodBase:
 
     def rgb_backbone(self) -> ReIDBackbone:
         raise NotImplementedError
+
+    def views(self) -> Optional[Tuple[View, ...]]:
+        """The batch of ``dataset()`` as views of the decoded cache (``maskcl.training.batches``), or None.
+
+        A method that declares them trains on batches augmented whole from images decoded once, equal
+        bit for bit to ``dataset()``'s (tests/test_batches.py checks every method's); None keeps the
+        per-sample path.
+        """
+        return None
 
     def export(self) -> Dict[str, Any]:
         """Content of ``model.pt`` beyond what the engine adds."""

@@ -64,6 +64,7 @@ from .. import losses
 from ..clustering_step import EpochClusters, cluster_epoch, label_stats
 from ..data import TrainData
 from ..settings import TrainSettings
+from ..batches import View
 from ..transforms import test_transform, train_transform
 from .base import MethodBase, backbone_of, register_method
 
@@ -266,6 +267,11 @@ class CACLMethod(MethodBase):
         s = self.s
         return GrayPairSet(self.data.paths, train_transform(self.size, pad=s.pad, erasing=s.erasing),
                            gray_view_transform(self.size, pad=s.pad, erasing=s.erasing))
+
+    def views(self) -> Tuple[View, ...]:
+        s = self.s
+        return (View("image", pad=s.pad, erasing=s.erasing),
+                View("image", grayscale=True, salt=GRAY_SEED_SALT, pad=s.pad, erasing=s.erasing))
 
     @torch.no_grad()
     def start(self) -> None:

@@ -35,6 +35,7 @@ from .. import losses
 from ..clustering_step import cluster_epoch, label_stats
 from ..data import TrainData
 from ..settings import TrainSettings
+from ..batches import View
 from ..transforms import train_transform
 from .base import MethodBase, backbone_of, register_method
 
@@ -60,6 +61,9 @@ class ClusterContrastMethod(MethodBase):
     def dataset(self) -> Dataset:
         s = self.s
         return ImageSet(self.data.paths, train_transform(self.size, pad=s.pad, erasing=s.erasing))
+
+    def views(self) -> Tuple[View, ...]:
+        return (View("image", pad=self.s.pad, erasing=self.s.erasing),)
 
     def _epoch_labels(self, feats: torch.Tensor) -> Tuple[np.ndarray, Dict[str, Any]]:
         s = self.s

@@ -45,9 +45,10 @@ from ...models.maskcl_net import MaskCLNet
 from ...models.memory import InstanceMemory
 from .. import losses
 from ..clustering_step import EpochClusters, cluster_epoch, label_stats, neighbour_precision
-from ..data import PairedImageSet, TrainData
+from ..data import MASK_SEED_SALT, PairedImageSet, TrainData
 from ..neighbours import centroid_neighbours, curriculum_k
 from ..settings import TrainSettings
+from ..batches import View
 from ..transforms import train_transform
 from .base import MethodBase, backbone_of, register_method
 
@@ -95,6 +96,11 @@ class MaskCLMethod(MethodBase):
                               train_transform(self.size, pad=s.pad, erasing=s.erasing),
                               train_transform(self.size, pad=s.pad, erasing=s.erasing, grayscale=True),
                               kind=self.data.mask_kind, fix=mask_fix(self.data.mask_index))
+
+    def views(self) -> Tuple[View, ...]:
+        s = self.s
+        return (View("image", pad=s.pad, erasing=s.erasing),
+                View("mask", grayscale=True, salt=MASK_SEED_SALT, pad=s.pad, erasing=s.erasing))
 
     @torch.no_grad()
     def start(self) -> None:

@@ -54,6 +54,7 @@ from ..clustering_step import label_stats
 from ..data import TrainData
 from ..losses import memory_log_probs
 from ..settings import TrainSettings
+from ..batches import View
 from ..transforms import train_transform
 from .base import MethodBase, backbone_of, register_method
 
@@ -94,6 +95,9 @@ class SpCLMethod(MethodBase):
     def dataset(self) -> Dataset:
         s = self.s
         return ImageSet(self.data.paths, train_transform(self.size, pad=s.pad, erasing=s.erasing))
+
+    def views(self) -> Tuple[View, ...]:
+        return (View("image", pad=self.s.pad, erasing=self.s.erasing),)
 
     @torch.no_grad()
     def start(self) -> None:
