@@ -11,7 +11,7 @@ from PIL import Image
 
 from maskcl.masks.index import load_mask
 from maskcl.models.images import ImageSet
-from maskcl.training.batches import BatchMaker, DecodedImages, View, cache_rule, draw, gray
+from maskcl.training.batches import BatchMaker, CachedEval, DecodedImages, View, cache_rule, draw, gray
 from maskcl.training.data import MASK_SEED_SALT, PairedImageSet, TrainData
 from maskcl.training.methods import METHODS
 from maskcl.training.methods.cacl import GRAY_SEED_SALT, GrayPairSet, gray_view_transform
@@ -115,6 +115,20 @@ def test_cacl_gray_view_equals_the_per_sample_path(folder, same_draws):
     _assert_equal(got, _per_sample(ds, KEYS))
 
 
+@pytest.mark.parametrize("grayscale", [False, True])
+def test_the_cached_extraction_input_is_the_test_transform(folder, grayscale):
+    from maskcl.models.images import load_rgb
+    from maskcl.training.transforms import test_transform
+
+    images, _, parts = folder
+    transform = test_transform(SIZE, grayscale=grayscale)
+    cache = DecodedImages.build(images, SIZE, mask_paths=parts,
+                                mask_reader=lambda p, **kw: load_mask(p, "parts", "FIX", **kw))
+    for i in range(N):
+        assert torch.equal(CachedEval(cache.image, grayscale)[i][0], transform(load_rgb(images[i])))
+        assert torch.equal(CachedEval(cache.mask, grayscale)[i][0], transform(load_mask(parts[i], "parts", "FIX")))
+
+
 def test_the_draws_leave_the_global_random_state_alone():
     import random
 
@@ -176,8 +190,8 @@ def tiny(tmp_path_factory):
     return build_tiny_synthcc(tmp_path_factory.mktemp("engine"))
 
 
-@pytest.mark.parametrize("method", ["maskcl", "cacl"])
-def test_the_engine_trains_alike_on_both_paths(tiny, method, monkeypatch, caplog):
+@pytest.mark.parametrize("method, reads", [("maskcl", 2), ("cacl", 2), ("clustercontrast", 2)])
+def test_the_engine_trains_alike_on_both_paths(tiny, method, reads, monkeypatch, caplog):
     """The same weights and log through the engine, batched or per sample: no number moves."""
     import logging
 
@@ -201,6 +215,13 @@ def test_the_engine_trains_alike_on_both_paths(tiny, method, monkeypatch, caplog
     with caplog.at_level(logging.INFO, logger="maskcl.training.engine"):
         batched = run("batched")
     assert any("decoded and resized once" in r.getMessage() for r in caplog.records)
+    # the memory and per-epoch extractions read the cache, not the files
+    extracted = []
+    real = CachedEval.__getitem__
+    monkeypatch.setattr(CachedEval, "__getitem__", lambda self, i: extracted.append(i) or real(self, i))
+    run("batched-again")
+    # from the cache: MaskCL's and CACL's two memories once, ClusterContrast's clustering features every epoch
+    assert len(extracted) == reads * len(data)
     monkeypatch.setattr(engine, "batch_maker", lambda *a, **k: None)
     assert_trained_alike(batched, run("per-sample"))
     log = pd.read_csv(batched / "train_log.csv")

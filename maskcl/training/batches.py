@@ -32,7 +32,7 @@ from torchvision.transforms import InterpolationMode
 from ..models.images import Key, load_rgb, split_key
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, RandomErasingMean
 
-__all__ = ["View", "Draw", "DecodedImages", "draw", "augment", "gray", "cache_rule", "BatchMaker"]
+__all__ = ["View", "Draw", "DecodedImages", "CachedEval", "draw", "augment", "gray", "cache_rule", "BatchMaker"]
 
 log = logging.getLogger(__name__)
 
@@ -230,3 +230,26 @@ class BatchMaker:
             draws = [draw(view, s ^ view.salt, self.size) for _, s in parsed]
             out.append(augment(src[idx.to(src.device)], view, draws, self.device))
         return (*out, idx)
+
+
+class CachedEval(Dataset):
+    """(test-transformed tensor, index) of cached images: ``test_transform`` without decoding or resizing again.
+
+    The per-epoch feature extraction of the training split reads this instead of the files; the tensors
+    are the ones ``test_transform`` (resize, [Grayscale(3)], ToTensor, Normalize) gives, bit for bit.
+    """
+
+    def __init__(self, images: torch.Tensor, grayscale: bool = False) -> None:
+        self.images, self.grayscale = images, grayscale
+        self.mean = torch.as_tensor(IMAGENET_MEAN, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.as_tensor(IMAGENET_STD, dtype=torch.float32).view(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, int]:
+        x = self.images[i].cpu()
+        if self.grayscale:
+            x = gray(x).expand(-1, -1, 3)
+        x = x.permute(2, 0, 1).contiguous().to(torch.float32).div(255)
+        return x.sub_(self.mean).div_(self.std), i

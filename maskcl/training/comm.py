@@ -37,6 +37,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from ..models.features import extract_features
 from .settings import TrainSettings
@@ -221,6 +222,8 @@ class DistComm(LocalComm):
         lo, hi = min(n, self.rank * per), min(n, (self.rank + 1) * per)
         local = None
         if hi > lo:
+            if kw.get("dataset") is not None:  # a dataset in the order of paths: this rank's rows of it
+                kw = {**kw, "dataset": Subset(kw["dataset"], range(lo, hi))}
             local = torch.from_numpy(extract_features(model, list(paths)[lo:hi], transform, **kw))
         dim = torch.tensor([0 if local is None else local.shape[1]], device=self.device)
         dist.all_reduce(dim, op=dist.ReduceOp.MAX)

@@ -145,11 +145,12 @@ def train(settings: TrainSettings, data: TrainData, *, seed: int, out_model: str
             log.info("discarding stale training state %s (settings, seed or data changed)", state_path)
             if comm.is_main:
                 shutil.rmtree(state_dir, ignore_errors=True)
+    batches = batch_maker(method, settings, data, device) if start_epoch < settings.epochs else None
+    method.cache = batches.cache if batches is not None else None  # the memory and per-epoch extractions read it
     if resumed_from is None:
         log.info("starting %s from scratch on %d images (%s, device %s)", settings.method, len(data),
                  settings.arch, device)
         method.start()
-    batches = batch_maker(method, settings, data, device) if start_epoch < settings.epochs else None
     for epoch in range(start_epoch, settings.epochs):
         rows.append(_run_epoch(method, settings, data, epoch, seed, optimizer, scheduler, device, progress,
                                batches))

@@ -20,7 +20,7 @@ from ...methods import MethodFacts, get_method
 from ...models.backbone import ReIDBackbone, build_backbone
 from ...models.images import load_rgb
 from ...registry import Registry
-from ..batches import View
+from ..batches import CachedEval, DecodedImages, View
 from ..comm import LocalComm
 from ..data import TrainData
 from ..settings import TrainSettings
@@ -74,6 +74,7 @@ class MethodBase:
         self.module: nn.Module
         self.step_seed = 0  # set by the engine before every step
         self.comm = LocalComm()  # process layout; the engine gives each DDP rank its own (maskcl.training.comm)
+        self.cache: Optional[DecodedImages] = None  # the decoded training split, when the engine holds one
 
     # hooks --------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -118,11 +119,22 @@ class MethodBase:
 
     def _extract(self, net: nn.Module, paths: Sequence[str], grayscale: bool = False,
                  reader: Callable[[str], Any] = load_rgb) -> torch.Tensor:
-        """Raw (not normalised) eval-mode features of ``paths`` through the process layout's extractor."""
+        """Raw (not normalised) eval-mode features of ``paths`` through the process layout's extractor.
+
+        The training images or their masks are read from the decoded cache when the engine holds one
+        (the same tensors as the files through ``test_transform``, bit for bit).
+        """
+        cached = None
+        if self.cache is not None:
+            if paths is self.data.paths:
+                cached = CachedEval(self.cache.image, grayscale)
+            elif paths is self.data.mask_paths and self.cache.mask is not None:
+                cached = CachedEval(self.cache.mask, grayscale)
         return self.comm.extract(net, paths, test_transform(self.size, grayscale=grayscale),
-                                 batch_size=self.eval_batch, device=self.device, num_workers=self.s.workers,
+                                 batch_size=self.eval_batch, device=self.device,
+                                 num_workers=0 if cached is not None else self.s.workers,
                                  channels_last=self.s.channels_last, normalize=False, reader=reader,
-                                 log_summary=False)
+                                 log_summary=False, dataset=cached)
 
     def _extract_rgb(self, net: nn.Module) -> torch.Tensor:
         return self._extract(net, self.data.paths)
