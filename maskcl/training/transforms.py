@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
 from torchvision import transforms as T
@@ -35,23 +35,24 @@ class RandomErasingMean:
         self.probability, self.sl, self.sh, self.r1 = probability, sl, sh, r1
         self.mean = tuple(mean)
 
-    def draw(self, h: int, w: int) -> Optional[Tuple[int, int, int, int]]:
+    def draw(self, h: int, w: int, rng: Any = random) -> Optional[Tuple[int, int, int, int]]:
         """The box (top, left, height, width) to erase in an h×w image, or None: Python ``random``'s draws.
 
-        The one copy of the official draw order, shared by the per-sample transform and the batched path
-        (``maskcl.training.batches``), which must draw the same boxes from the same seeds.
+        The one copy of the official draw order, shared by the per-sample transform (the module's global
+        generator, which DataLoader workers and ``seeded`` seed) and the batched path
+        (``maskcl.training.batches``: its own ``random.Random(seed)``, the same stream).
         """
-        if random.uniform(0, 1) >= self.probability:
+        if rng.uniform(0, 1) >= self.probability:
             return None
         area = h * w
         for _ in range(100):
-            target = random.uniform(self.sl, self.sh) * area
-            aspect = random.uniform(self.r1, 1 / self.r1)
+            target = rng.uniform(self.sl, self.sh) * area
+            aspect = rng.uniform(self.r1, 1 / self.r1)
             eh = int(round(math.sqrt(target * aspect)))
             ew = int(round(math.sqrt(target / aspect)))
             if ew < w and eh < h:
-                top = random.randint(0, h - eh)
-                left = random.randint(0, w - ew)
+                top = rng.randint(0, h - eh)
+                left = rng.randint(0, w - ew)
                 return top, left, eh, ew
         return None
 
