@@ -149,8 +149,8 @@ def _cmd_rank(args: argparse.Namespace) -> None:
     grid = _grid_frame(ranking, args.grid_queries, min(args.top, 10))
     title = (f"{model.meta.get('method')}: top {min(args.top, 10)} of {len(gallery)} gallery images, "
              f"{grid['query'].nunique()} of {len(query)} queries")
-    write_csv_atomic(out / "ranking.csv", ranking)
     plot_retrieval(grid, out / "ranking_grid.png", title=title)
+    write_csv_atomic(out / "ranking.csv", ranking)  # last: a ranking.csv is never without its grid
     log.info("wrote %s (%d queries x top %d) and %s", out / "ranking.csv", len(query), min(args.top, len(gallery)),
              out / "ranking_grid.png")
 

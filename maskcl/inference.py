@@ -11,9 +11,10 @@ official evaluator and the schema's ``evaluate.flip``), so features taken here r
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -39,19 +40,9 @@ def read_image(item: Any, where: str = "") -> Image.Image:
     """
     if isinstance(item, (str, os.PathLike)):
         path = os.fspath(item)
-        try:
-            with Image.open(path) as im:
-                check_image_mode(path, im.mode, error=InferenceError, fix="convert it to 8-bit RGB")
-                return im.convert("RGB")
-        except FileNotFoundError:
-            raise InferenceError(f"{path}: image not found; check the path") from None
-        except IsADirectoryError:
-            raise InferenceError(f"{path}: a folder, not an image; pass the images in it") from None
-        except (OSError, ValueError) as e:
-            if isinstance(e, OSError) and e.errno is not None:  # permissions, disk: the system's failure
-                raise
-            raise InferenceError(f"{path}: cannot decode the image ({e}); replace the file with a JPEG or "
-                                 f"PNG image") from None
+        with _opened(path) as im:
+            check_image_mode(path, im.mode, error=InferenceError, fix="convert it to 8-bit RGB")
+            return im.convert("RGB")
     if isinstance(item, Image.Image):
         check_image_mode(where or "image", item.mode, error=InferenceError, fix="convert it to 8-bit RGB")
         return item.convert("RGB")
@@ -67,16 +58,26 @@ def read_image(item: Any, where: str = "") -> Image.Image:
 
 def image_size(path: Union[str, os.PathLike]) -> Tuple[int, int]:
     """(height, width) of an image file from its header, with :func:`read_image`'s errors."""
+    with _opened(os.fspath(path)) as im:
+        return im.height, im.width
+
+
+@contextmanager
+def _opened(path: str) -> Iterator[Image.Image]:
+    """An image file opened by PIL; a missing, folder or undecodable file is one :class:`InferenceError` line
+    (decoding is lazy, so a truncated file fails inside the ``with`` body and is named the same way)."""
     try:
         with Image.open(path) as im:
-            return im.height, im.width
+            yield im
     except FileNotFoundError:
         raise InferenceError(f"{path}: image not found; check the path") from None
+    except IsADirectoryError:
+        raise InferenceError(f"{path}: a folder, not an image; pass the images in it") from None
     except (OSError, ValueError) as e:
-        if isinstance(e, OSError) and e.errno is not None:
+        if isinstance(e, OSError) and e.errno is not None:  # permissions, disk: the system's failure
             raise
-        raise InferenceError(f"{path}: cannot decode the image ({e}); replace the file with a JPEG or PNG "
-                             f"image") from None
+        raise InferenceError(f"{path}: cannot decode the image ({e}); replace the file with a JPEG or "
+                             f"PNG image") from None
 
 
 def list_images(folder: Union[str, os.PathLike]) -> List[Path]:

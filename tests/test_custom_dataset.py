@@ -309,7 +309,6 @@ def _workdir(tmp_path: Path, custom: Dict[str, object]) -> Path:
                     "schp": {"source": str(tmp_path / "lip.pth"), "device": "cpu"}}
     cfg["experiments"] = {"maskcl": {"method": "maskcl"}}
     cfg["train"].update(num_instances=2, batch_size=8, min_samples=2)
-    cfg["tables"] = {"topk_grid": 3}  # the retrieval grids show at most the 4 gallery images there are
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     return work
 
@@ -334,6 +333,9 @@ def test_the_whole_dag_runs_on_a_folder_built_here(tmp_path):
     assert list(doc["protocols"]) == ["general", "cc"]
     md = (work / "results/tables/results.md").read_text()
     assert "Own dataset" in md and "Protocol `general` (headline)" in md and "Protocol `cc`" in md
+    # the gallery (4 images) is smaller than tables.topk_grid (10): the grid shows all of it, not an error
+    grid = pd.read_csv(work / "results/figures/retrieval/custom/maskcl/schp-silhouette/seed0/general.csv")
+    assert doc["protocols"]["general"]["num_gallery"] == 4 and grid["position"].max() == 4
     # a rerun has nothing to do; editing the labels rebuilds from the manifest on
     again = _snakemake(work, "-n", timeout=300)
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -213,6 +213,21 @@ def test_rank_writes_the_ranking_and_its_grid(work, tmp_path, capsys):
     assert len(grid) == 3 * 5 and grid["caption"].iloc[0] == f"query {query[0].name}"
 
 
+def test_rank_that_fails_drawing_its_grid_leaves_no_ranking(work, tmp_path, monkeypatch):
+    """ranking.csv is the last file rank writes: a failure while drawing must not leave it looking complete."""
+    import maskcl.reporting.retrieval as retrieval
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(retrieval, "plot_retrieval", broken)
+    root, model_path, _, _ = work
+    out = tmp_path / "ranked"
+    assert cli(["rank", str(model_path), "--query", str(root / "query"), "--gallery", str(root / "gallery"),
+                "--out", str(out), "--quiet"]) == 1
+    assert not (out / "ranking.csv").exists()
+
+
 def test_rank_refuses_an_image_not_shaped_like_a_person_crop(work, tmp_path, capsys):
     root, model_path, _, _ = work
     q = tmp_path / "frames"

@@ -1002,3 +1002,22 @@ def test_tables_footnote_the_training_hardware_and_warn_when_it_differs():
     note = _eval_note(mixed)
     assert "Warning: these rows were trained on different hardware" in note
     assert f"{gpu} (MaskCL)" in note and "Trained on" not in note
+
+
+def test_a_gallery_smaller_than_the_grid_is_drawn_whole_and_a_short_save_is_an_error():
+    """The evaluation saves min(evaluate.topk, gallery) columns: a 3-image gallery under topk_grid 10 is a
+    3-column grid; 3 saved columns of a 20-image gallery mean evaluate.topk was lowered, which stays an error."""
+    from maskcl.reporting.retrieval import retrieval_frame
+
+    manifest = pd.DataFrame({"relpath": [f"{i}.jpg" for i in range(5)], "path": [f"/d/{i}.jpg" for i in range(5)],
+                             "pid": [0, 0, 1, 0, 1], "camid": [0, 1, 1, 2, 2], "clothes_id": [0, 1, 2, 3, 4]})
+    arrays = {"query_rows": np.array([0, 2]), "topk_rows": np.array([[3, 1, 4], [4, 1, 3]]),
+              "topk_flags": np.array([[1, 1, 0], [1, 0, 0]], np.int8), "first_match": np.array([0, 0]),
+              "ap": np.array([1.0, 1.0])}
+    frame = retrieval_frame(arrays, manifest, np.array([1]), 10, gallery_size=3)
+    assert list(frame["position"]) == [0, 1, 2, 3]
+    assert list(frame["manifest_row"]) == [2, 4, 1, 3] and list(frame["flag"]) == ["query", "good", "wrong", "wrong"]
+    with pytest.raises(ReportingError, match="tables.topk_grid is 10 but ranks.npz keeps only the top 3"):
+        retrieval_frame(arrays, manifest, np.array([1]), 10, gallery_size=20)
+    with pytest.raises(ReportingError, match="keeps only the top 3"):
+        retrieval_frame(arrays, manifest, np.array([1]), 10)

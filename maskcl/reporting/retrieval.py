@@ -133,7 +133,7 @@ def select_queries(first_match: np.ndarray, num: int, seed: int) -> np.ndarray:
 
 
 def retrieval_frame(arrays: Mapping[str, np.ndarray], manifest: pd.DataFrame, queries: np.ndarray, topk: int,
-                    masks: Optional[Mapping[str, str]] = None) -> pd.DataFrame:
+                    masks: Optional[Mapping[str, str]] = None, gallery_size: Optional[int] = None) -> pd.DataFrame:
     """The cells of a grid: one row per (query, position), position 0 being the query itself.
 
     Parameters
@@ -147,6 +147,9 @@ def retrieval_frame(arrays: Mapping[str, np.ndarray], manifest: pd.DataFrame, qu
     topk : int
         Gallery columns (at most the saved k).
     masks : mapping relpath → mask path, optional
+    gallery_size : int, optional
+        The protocol's gallery size (metrics.json ``num_gallery``): the evaluation saves at most that many
+        columns, so a gallery smaller than ``topk`` is drawn whole instead of failing the grid.
 
     Returns
     -------
@@ -156,6 +159,8 @@ def retrieval_frame(arrays: Mapping[str, np.ndarray], manifest: pd.DataFrame, qu
         ap (query rows), mask.
     """
     saved_k = arrays["topk_rows"].shape[1]
+    if gallery_size is not None and saved_k >= gallery_size:
+        topk = min(topk, saved_k)
     if topk > saved_k:
         raise ReportingError(f"tables.topk_grid is {topk} but ranks.npz keeps only the top {saved_k}; lower "
                              f"tables.topk_grid or raise evaluate.topk and rerun the evaluate rule")

@@ -316,7 +316,9 @@ def _grid_jobs(runs: Sequence[Run], ranked: Mapping[Path, Tuple[str, Dict[str, A
         if queries.size == 0:
             log.info("%s: no query with a valid match under %s; no retrieval grid", run.folder, protocol)
             continue
-        frame = retrieval_frame(arrays, manifest, queries, topk_grid, masks)
+        gallery = run.metrics.get("protocols", {}).get(protocol, {}).get("num_gallery")
+        frame = retrieval_frame(arrays, manifest, queries, topk_grid, masks,
+                                gallery_size=None if gallery is None else int(gallery))
         if masks is not None and idx is not None:
             _check_grid_masks(frame, str(run.key.mask_mode), idx,
                               indexes.paths[(run.key.dataset, str(run.key.mask_source))])

@@ -198,6 +198,25 @@ def batch_maker(method: Any, s: TrainSettings, data: TrainData, device: torch.de
     return BatchMaker(cache, views, (s.height, s.width), device)
 
 
+class _Waited:
+    """An iterator over ``items`` that sums, in ``waited``, the seconds spent waiting for each item: the
+    data-path share of an epoch (the batches are produced lazily, so the wait is the producing)."""
+
+    def __init__(self, items: Any) -> None:
+        self._items = iter(items)
+        self.waited = 0.0
+
+    def __iter__(self) -> "_Waited":
+        return self
+
+    def __next__(self) -> Any:
+        t = time.perf_counter()
+        try:
+            return next(self._items)
+        finally:
+            self.waited += time.perf_counter() - t
+
+
 def _run_epoch(method: Any, s: TrainSettings, data: TrainData, epoch: int, seed: int, optimizer: Any,
                scheduler: Any, device: torch.device, progress: bool,
                batches: Optional[BatchMaker] = None) -> Dict[str, Any]:
@@ -225,18 +244,10 @@ def _run_epoch(method: Any, s: TrainSettings, data: TrainData, epoch: int, seed:
     n = 0
     bar = tqdm(loader, total=s.iters, desc=f"{s.method} epoch {epoch + 1}/{s.epochs}", disable=not progress,
                leave=False, mininterval=2.0)
-    data_s = step_s = 0.0
-    batch_iter = iter(bar)
-    it = -1
-    while True:
-        t_wait = time.perf_counter()
-        try:
-            batch = next(batch_iter)
-        except StopIteration:
-            break
-        it += 1
+    timed = _Waited(bar)
+    step_s = 0.0
+    for it, batch in enumerate(timed):
         t_step = time.perf_counter()
-        data_s += t_step - t_wait
         method.step_seed = int(np.random.SeedSequence([seed, epoch, it, 0x6A7E]).generate_state(1)[0])
         with _autocast(device, s.amp):
             loss, terms = method.step(batch)
@@ -256,7 +267,7 @@ def _run_epoch(method: Any, s: TrainSettings, data: TrainData, epoch: int, seed:
     row.update({k: v / max(n, 1) for k, v in sums.items()})
     row.update(stats)
     row["cluster_s"] = round(t_cluster, 3)
-    row["data_s"] = round(data_s, 3)
+    row["data_s"] = round(timed.waited, 3)
     row["step_s"] = round(step_s, 3)
     row["epoch_s"] = round(time.time() - t0, 3)
     log.info("epoch %d/%d: %s", epoch + 1, s.epochs,
