@@ -141,7 +141,9 @@ def test_spcl_ddp_matches_one_process_with_bn_groups(tiny):
     s = dict(BASE, method="spcl")
     _train(tiny, "sp_ref", dict(s, bn_groups=2), threads=1)
     _train(tiny, "sp_ddp", dict(s, world_size=2), threads=2)
-    _assert_equivalent(tiny, "sp_ref", "sp_ddp", s)
+    # its second epoch's loss differs by 2.2e-3 relative on one 2-core VM and under 8e-4 on another (float kernels
+    # differ between machines; Adam amplifies the noise); a wrong layout is off by ~5 %, still caught at 5e-3
+    _assert_equivalent(tiny, "sp_ref", "sp_ddp", s, later=(5e-3, 1e-3))
     log = pd.read_csv(tiny / "sp_ddp" / "train_log.csv")
     ref = pd.read_csv(tiny / "sp_ref" / "train_log.csv")
     # the threshold of rank 0's labels, adopted by every rank, fixed at the first epoch
